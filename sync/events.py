@@ -1,0 +1,167 @@
+"""The event model: every change to a cache is a ContextEvent, local or remote.
+
+Events are immutable and carry a deterministic ``event_id`` derived from what they describe, so the same
+transcript line captured twice (or on two machines, or replayed after a crash) yields the same event and every
+consumer can treat a replay as a no-op.
+
+The codec is versioned and compact: one version byte, then zlib-compressed orjson.  Version 1 is the only one so
+far; ``decode`` refuses versions it does not know with a clear error rather than guessing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+import orjson
+
+MESSAGE_INDEXED = "MessageIndexed"
+SESSION_STARTED = "SessionStarted"
+SESSION_ENDED = "SessionEnded"
+RECORDS_CAPTURED = "RecordsCaptured"
+KNOWLEDGE_EXTRACTED = "KnowledgeExtracted"
+KNOWLEDGE_SHARED = "KnowledgeShared"
+
+EVENT_TYPES = frozenset(
+    {MESSAGE_INDEXED, SESSION_STARTED, SESSION_ENDED, RECORDS_CAPTURED, KNOWLEDGE_EXTRACTED, KNOWLEDGE_SHARED}
+)
+
+CODEC_VERSION = 1
+_SHORT = {  # compact wire names, stable forever for codec version 1
+    "type": "t",
+    "event_id": "i",
+    "tenant": "n",
+    "user": "u",
+    "machine": "m",
+    "timestamp": "s",
+    "data": "d",
+}
+_LONG = {v: k for k, v in _SHORT.items()}
+
+
+class CodecError(ValueError):
+    """An encoded event could not be decoded (unknown version, corrupt bytes, missing field)."""
+
+
+def utcnow_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def make_event_id(event_type: str, tenant: str, *identity: str) -> str:
+    """A deterministic id: the same (type, tenant, identity) always gives the same id."""
+    h = hashlib.sha256()
+    h.update(event_type.encode())
+    for part in (tenant, *identity):
+        h.update(b"\x00")
+        h.update(part.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class ContextEvent:
+    type: str
+    event_id: str
+    tenant: str
+    user: str
+    machine: str
+    timestamp: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.type not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {self.type!r}")
+
+    @property
+    def session(self) -> str | None:
+        s = self.data.get("session")
+        return s if isinstance(s, str) else None
+
+
+def encode(event: ContextEvent) -> bytes:
+    body = {
+        "t": event.type,
+        "i": event.event_id,
+        "n": event.tenant,
+        "u": event.user,
+        "m": event.machine,
+        "s": event.timestamp,
+        "d": event.data,
+    }
+    return bytes([CODEC_VERSION]) + zlib.compress(orjson.dumps(body), 6)
+
+
+def decode(blob: bytes) -> ContextEvent:
+    if not blob:
+        raise CodecError("empty event payload")
+    version = blob[0]
+    if version != CODEC_VERSION:
+        raise CodecError(f"event codec version {version} is not supported by this cxsync (knows {CODEC_VERSION})")
+    try:
+        body = orjson.loads(zlib.decompress(blob[1:]))
+        return ContextEvent(**{_LONG[k]: v for k, v in body.items() if k in _LONG})
+    except (zlib.error, orjson.JSONDecodeError, TypeError, ValueError) as exc:
+        raise CodecError(f"corrupt event payload: {exc}") from exc
+
+
+# ---- constructors -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who produced an event: the tenant (organisation), the user, and the machine."""
+
+    tenant: str
+    user: str
+    machine: str
+
+
+def message_indexed(ident: Identity, message: Mapping[str, Any]) -> ContextEvent:
+    """A message (one user turn, one merged assistant response, one tool result …) entered the cache.
+
+    The id covers the message key *and* its content hash: a split assistant response that grows as more of its
+    lines arrive is re-announced with the merged content, and ``apply`` keeps the version with the most parts.
+    """
+    eid = make_event_id(MESSAGE_INDEXED, ident.tenant, message["session"], message["key"], message["hash"],
+                        str(message.get("parts", 1)))
+    return ContextEvent(MESSAGE_INDEXED, eid, ident.tenant, ident.user, ident.machine,
+                        message.get("occurred_at") or utcnow_iso(), dict(message))
+
+
+def session_started(ident: Identity, session: Mapping[str, Any]) -> ContextEvent:
+    eid = make_event_id(SESSION_STARTED, ident.tenant, ident.user, session["session"])
+    return ContextEvent(SESSION_STARTED, eid, ident.tenant, ident.user, ident.machine,
+                        session.get("started_at") or utcnow_iso(), dict(session))
+
+
+def session_ended(ident: Identity, session: str, message_count: int, ended_at: str) -> ContextEvent:
+    eid = make_event_id(SESSION_ENDED, ident.tenant, ident.user, session, str(message_count))
+    return ContextEvent(SESSION_ENDED, eid, ident.tenant, ident.user, ident.machine, ended_at,
+                        {"session": session, "message_count": message_count, "ended_at": ended_at})
+
+
+def records_captured(ident: Identity, session: str, records: list[Mapping[str, Any]]) -> ContextEvent:
+    """Non-conversational records (progress, snapshots, titles, unknown types) kept verbatim, not indexed."""
+    keys = sorted(str(r["key"]) for r in records)
+    eid = make_event_id(RECORDS_CAPTURED, ident.tenant, session, *keys)
+    return ContextEvent(RECORDS_CAPTURED, eid, ident.tenant, ident.user, ident.machine, utcnow_iso(),
+                        {"session": session, "records": [dict(r) for r in records]})
+
+
+def knowledge_extracted(ident: Identity, knowledge: Mapping[str, Any], source_hashes: list[str]) -> ContextEvent:
+    eid = make_event_id(KNOWLEDGE_EXTRACTED, ident.tenant, str(knowledge["id"]))
+    return ContextEvent(KNOWLEDGE_EXTRACTED, eid, ident.tenant, ident.user, ident.machine, utcnow_iso(),
+                        {"knowledge": dict(knowledge), "source_message_hashes": list(source_hashes)})
+
+
+SHARED_SCOPES = ("user", "team", "project", "public")
+
+
+def knowledge_shared(ident: Identity, knowledge_id: str, scope: str, project: str | None = None) -> ContextEvent:
+    if scope not in SHARED_SCOPES:
+        raise ValueError(f"shared scope must be one of {', '.join(SHARED_SCOPES)}, not {scope!r}")
+    eid = make_event_id(KNOWLEDGE_SHARED, ident.tenant, ident.user, knowledge_id, scope, project or "")
+    return ContextEvent(KNOWLEDGE_SHARED, eid, ident.tenant, ident.user, ident.machine, utcnow_iso(),
+                        {"knowledge_id": knowledge_id, "scope": scope, "project": project})

@@ -1,0 +1,84 @@
+"""The EventLog port: the three operations every log adapter offers, with the same semantics everywhere.
+
+Cursors are 12 bytes: a 10-byte FoundationDB-style versionstamp (8-byte big-endian commit version + 2-byte batch
+order) followed by a 2-byte big-endian user version (the event's position in its batch).  They compare bytewise,
+exactly like FoundationDB's versionstamps, and ``None`` means "before the first event".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+from cxsync.sync.events import ContextEvent
+
+CURSOR_LEN = 12
+
+_STREAM_RE = re.compile(r"^(team|u/[A-Za-z0-9._@+-]{1,128}|p/[A-Za-z0-9._-]{1,128})$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
+
+
+class LogError(Exception):
+    """Base of every error an EventLog raises."""
+
+
+class TransientLogError(LogError):
+    """Worth retrying later: the log is unreachable, busy, or the outcome of a commit is unknown."""
+
+
+class PermanentLogError(LogError):
+    """Retrying the same events will fail the same way. ``event_ids`` names the offending events."""
+
+    def __init__(self, message: str, event_ids: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.event_ids = list(event_ids)
+
+
+class QuotaExceeded(PermanentLogError):
+    """The tenant's quota does not admit these events; they stay in the outbox and are reported."""
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    cursor: bytes
+    event: ContextEvent
+
+
+class EventLog(Protocol):
+    tenant: str
+
+    def append(self, stream: str, events: Sequence[ContextEvent]) -> list[bytes]:
+        """Append in order; return one cursor per event.  Idempotent by event_id: an event already in the
+        stream returns its original cursor and is not written again."""
+
+    def read(self, stream: str, after: bytes | None, limit: int = 1000) -> list[LogEntry]:
+        """Events strictly after ``after``, in commit order, at most ``limit``."""
+
+    def wait(self, stream: str, after: bytes | None, timeout: float) -> bool:
+        """Return True as soon as the stream holds something newer than ``after`` (a hint: re-read), False on
+        timeout."""
+
+    def close(self) -> None: ...
+
+
+def validate_name(kind: str, value: str) -> str:
+    """Tenant, user and machine names: short, no separators, nothing that could escape a key prefix."""
+    if not isinstance(value, str) or not _NAME_RE.match(value):
+        raise ValueError(
+            f"invalid {kind} name {value!r}: use 1-128 characters from A-Z a-z 0-9 . _ @ + -, starting with a"
+            " letter or digit"
+        )
+    return value
+
+
+def validate_stream(stream: str) -> str:
+    if not isinstance(stream, str) or not _STREAM_RE.match(stream):
+        raise ValueError(f"invalid stream {stream!r}: expected 'u/<user>', 'team' or 'p/<project>'")
+    return stream
+
+
+def check_cursor(after: bytes | None) -> bytes | None:
+    if after is not None and (not isinstance(after, (bytes, bytearray)) or len(after) != CURSOR_LEN):
+        raise ValueError(f"a cursor is {CURSOR_LEN} bytes, got {after!r}")
+    return bytes(after) if after is not None else None
