@@ -165,3 +165,38 @@ def knowledge_shared(ident: Identity, knowledge_id: str, scope: str, project: st
     eid = make_event_id(KNOWLEDGE_SHARED, ident.tenant, ident.user, knowledge_id, scope, project or "")
     return ContextEvent(KNOWLEDGE_SHARED, eid, ident.tenant, ident.user, ident.machine, utcnow_iso(),
                         {"knowledge_id": knowledge_id, "scope": scope, "project": project})
+
+
+# ---- routing ------------------------------------------------------------------------------------------------
+
+
+def project_stream_name(project: str | None) -> str | None:
+    """The ``p/<name>`` stream of a project path: its last component, reduced to the stream alphabet."""
+    if not project:
+        return None
+    import re
+
+    base = project.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", base).strip("-.")[:128]
+    return f"p/{name}" if name else None
+
+
+def route(event: ContextEvent, publish: "tuple[str, ...] | list[str]") -> list[str]:
+    """The streams a local event is published to, given the agent's ``sync.publish`` list.
+
+    A user's own history goes to their ``u/`` streams and to the ``p/`` stream of its project when the agent
+    publishes that project; knowledge goes where its share scope says.
+    """
+    if event.type == KNOWLEDGE_SHARED:
+        scope = event.data.get("scope")
+        if scope == "team":
+            return ["team"]
+        if scope == "project":
+            p = event.data.get("project")
+            return [f"p/{p}"] if p else []
+        return [s for s in publish if s.startswith("u/")]
+    out = [s for s in publish if s.startswith("u/")]
+    pstream = project_stream_name(event.data.get("project") if isinstance(event.data.get("project"), str) else None)
+    if pstream and pstream in publish:
+        out.append(pstream)
+    return out

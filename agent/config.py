@@ -1,0 +1,223 @@
+"""Configuration: ``config.toml`` in the config dir, overridden by ``CXSYNC_*`` env vars, overridden by flags.
+
+    [identity]            tenant, user, machine — generated once if absent
+    [transcripts]         roots = ["~/.claude", ...]    (default: discovered, see agent/discovery.py)
+    [sync]                target = "sqlite:/path/log.db" | "fdb" | "fdb:/path/fdb.cluster" | "none"
+                          publish = ["u/<user>"]   subscribe = ["u/<user>", "team"]
+                          api_version = 730        cluster_file = "..."   tls_cert/tls_key/tls_ca = "..."
+
+A bad value is a ConfigError naming the key, never a traceback.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import re
+import secrets
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from cxsync.agent.errors import ConfigError
+from cxsync.agent.paths import Paths, resolve_paths, secure_file
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
+_STREAM_RE = re.compile(r"^(team|u/[A-Za-z0-9._@+-]{1,128}|p/[A-Za-z0-9._-]{1,128})$")
+
+ENV_KEYS = {
+    "CXSYNC_TENANT": ("identity", "tenant"),
+    "CXSYNC_USER": ("identity", "user"),
+    "CXSYNC_MACHINE": ("identity", "machine"),
+    "CXSYNC_ROOTS": ("transcripts", "roots"),
+    "CXSYNC_SYNC_TARGET": ("sync", "target"),
+    "CXSYNC_PUBLISH": ("sync", "publish"),
+    "CXSYNC_SUBSCRIBE": ("sync", "subscribe"),
+    "CXSYNC_FDB_CLUSTER_FILE": ("sync", "cluster_file"),
+    "CXSYNC_FDB_API_VERSION": ("sync", "api_version"),
+}
+_LIST_KEYS = {("transcripts", "roots"), ("sync", "publish"), ("sync", "subscribe")}
+
+
+def _sanitize(name: str, fallback: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9._@+-]", "-", name).strip("-.")[:64]
+    return cleaned if cleaned and cleaned[0].isalnum() else fallback
+
+
+@dataclass(frozen=True)
+class Identity:
+    tenant: str
+    user: str
+    machine: str
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    target: str = "none"
+    publish: tuple[str, ...] = ()
+    subscribe: tuple[str, ...] = ()
+    api_version: int = 730
+    cluster_file: str | None = None
+    tls: Mapping[str, str] = field(default_factory=dict)
+    batch_events: int = 500
+    batch_bytes: int = 4_000_000
+
+    @property
+    def enabled(self) -> bool:
+        return self.target not in ("", "none")
+
+
+@dataclass(frozen=True)
+class Config:
+    paths: Paths
+    identity: Identity
+    roots: tuple[Path, ...] | None  # None: discover the defaults
+    sync: SyncConfig
+    source: Path
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "config_file": str(self.source),
+            "identity": {"tenant": self.identity.tenant, "user": self.identity.user,
+                         "machine": self.identity.machine},
+            "transcripts": {"roots": [str(r) for r in self.roots] if self.roots is not None else None},
+            "sync": {"target": self.sync.target, "publish": list(self.sync.publish),
+                     "subscribe": list(self.sync.subscribe), "api_version": self.sync.api_version,
+                     "cluster_file": self.sync.cluster_file},
+        }
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}", "fix the file or move it away") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    return data
+
+
+def _toml_str(s: str) -> str:
+    return json.dumps(s, ensure_ascii=False)
+
+
+def _generated_identity(paths: Paths) -> dict[str, str]:
+    """Identity generated on first use and kept: in config.toml when we create it, else in the state dir."""
+    user = _sanitize(getpass.getuser(), "user")
+    return {
+        "tenant": "personal",
+        "user": user,
+        "machine": f"{_sanitize(socket.gethostname(), 'machine')}-{secrets.token_hex(3)}",
+    }
+
+
+def _ensure_identity(paths: Paths, file_identity: Mapping[str, Any]) -> dict[str, Any]:
+    if all(k in file_identity for k in ("tenant", "user", "machine")):
+        return dict(file_identity)
+    paths.ensure()
+    if not paths.config_file.exists():
+        ident = _generated_identity(paths)
+        text = (
+            "# cxsync configuration — see `cxsync paths` and the README\n"
+            "[identity]\n" + "".join(f"{k} = {_toml_str(v)}\n" for k, v in ident.items())
+            + "\n[transcripts]\n# roots = [\"~/.claude\"]\n\n[sync]\ntarget = \"none\"\n"
+        )
+        tmp = paths.config_file.with_suffix(".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        secure_file(tmp)
+        os.replace(tmp, paths.config_file)
+        return {**ident, **file_identity}
+    # The user's file lacks (part of) an identity: keep a generated one beside the state, never rewrite their file.
+    store = paths.state_dir / "identity.json"
+    try:
+        saved = json.loads(store.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        saved = _generated_identity(paths)
+        store.write_text(json.dumps(saved), encoding="utf-8")
+        secure_file(store)
+    return {**saved, **file_identity}
+
+
+def _as_list(section: str, key: str, value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [v.strip() for v in re.split(r"[,%s]" % re.escape(os.pathsep), value) if v.strip()]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    raise ConfigError(f"config key {section}.{key} must be a list of strings, got {value!r}")
+
+
+def load_config(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Load with precedence flag (``overrides``, keys like ``"sync.target"``) > env > file > defaults."""
+    env = dict(os.environ) if env is None else dict(env)
+    paths = resolve_paths(env)
+    raw = _read_file(paths.config_file)
+    for section in ("identity", "transcripts", "sync"):
+        if section in raw and not isinstance(raw[section], dict):
+            raise ConfigError(f"config key [{section}] must be a table")
+    merged: dict[str, dict[str, Any]] = {s: dict(raw.get(s, {})) for s in ("identity", "transcripts", "sync")}
+    merged["identity"] = _ensure_identity(paths, merged["identity"])
+    for var, (section, key) in ENV_KEYS.items():
+        if env.get(var, "").strip():
+            merged[section][key] = env[var].strip()
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        section, _, key = dotted.partition(".")
+        merged.setdefault(section, {})[key] = value
+
+    ident = merged["identity"]
+    for key in ("tenant", "user", "machine"):
+        v = ident.get(key)
+        if not isinstance(v, str) or not _NAME_RE.match(v):
+            raise ConfigError(f"config key identity.{key} = {v!r} is invalid",
+                              "use 1-128 characters from A-Z a-z 0-9 . _ @ + -, starting with a letter or digit")
+    identity = Identity(ident["tenant"], ident["user"], ident["machine"])
+
+    roots_val = merged["transcripts"].get("roots")
+    roots = None
+    if roots_val is not None:
+        roots = tuple(Path(os.path.expanduser(r)) for r in _as_list("transcripts", "roots", roots_val))
+
+    s = merged["sync"]
+    target = s.get("target", "none")
+    if not isinstance(target, str):
+        raise ConfigError(f"config key sync.target must be a string, got {target!r}")
+    if target and target != "none" and not re.match(r"^(sqlite:.+|fdb(:.+)?)$", target):
+        raise ConfigError(f"config key sync.target = {target!r} is invalid",
+                          'use "sqlite:/path/to/log.db", "fdb", "fdb:/path/to/fdb.cluster" or "none"')
+    publish = _as_list("sync", "publish", s.get("publish", [f"u/{identity.user}"]))
+    subscribe = _as_list("sync", "subscribe", s.get("subscribe", [f"u/{identity.user}", "team"]))
+    for key, streams in (("publish", publish), ("subscribe", subscribe)):
+        for st in streams:
+            if not _STREAM_RE.match(st):
+                raise ConfigError(f"config key sync.{key} has invalid stream {st!r}",
+                                  "streams are 'u/<user>', 'team' or 'p/<project>'")
+    try:
+        api_version = int(s.get("api_version", 730))
+    except (TypeError, ValueError):
+        raise ConfigError(f"config key sync.api_version must be 730 or 800, got {s.get('api_version')!r}") from None
+    if api_version not in (730, 800):
+        raise ConfigError(f"config key sync.api_version must be 730 or 800, got {api_version}")
+    cluster_file = s.get("cluster_file")
+    if target.startswith("fdb:"):
+        cluster_file = target[4:]
+    tls = {k[4:]: str(v) for k, v in s.items() if k.startswith("tls_")}
+    batch_events = s.get("batch_events", 500)
+    batch_bytes = s.get("batch_bytes", 4_000_000)
+    for key, v in (("batch_events", batch_events), ("batch_bytes", batch_bytes)):
+        if not isinstance(v, int) or v <= 0:
+            raise ConfigError(f"config key sync.{key} must be a positive integer, got {v!r}")
+    sync = SyncConfig(target or "none", tuple(publish), tuple(subscribe), api_version,
+                      str(cluster_file) if cluster_file else None, tls, batch_events, batch_bytes)
+    return Config(paths, identity, roots, sync, paths.config_file)

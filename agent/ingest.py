@@ -1,0 +1,259 @@
+"""Ingest: tail a transcript file, normalise what is new into events, and apply them with the file offset.
+
+One call of ``ingest_file`` may loop over several bounded batches; each batch is one ``cache.apply``
+transaction holding the messages, the records, the outbox rows and the new offset together.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from cxsync.agent import transcript as tx
+from cxsync.agent.discovery import TranscriptFile, classify, discover, projects_dir
+from cxsync.agent.tailer import FileState, tail
+from cxsync.cache import Cache
+from cxsync.sync import events as ev
+
+log = logging.getLogger("cxsync.ingest")
+
+RECORDS_PER_EVENT = 200
+SESSION_IDLE_END = 30 * 60  # a session whose file has been quiet this long is announced as ended
+
+
+@dataclass
+class IngestStats:
+    files: int = 0
+    records: int = 0
+    messages: int = 0
+    sessions: int = 0
+    skipped_lines: int = 0
+    bytes: int = 0
+    resets: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, o: "IngestStats") -> None:
+        for name in ("files", "records", "messages", "sessions", "skipped_lines", "bytes", "resets"):
+            setattr(self, name, getattr(self, name) + getattr(o, name))
+        self.errors.extend(o.errors)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"files": self.files, "records": self.records, "messages": self.messages,
+                "sessions": self.sessions, "skipped_lines": self.skipped_lines, "bytes": self.bytes,
+                "resets": self.resets, "errors": self.errors}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _state_from_row(path: str, row: dict[str, Any] | None) -> FileState | None:
+    if not row:
+        return None
+    return FileState(path, row["inode"] or 0, row["dev"] or 0, row["offset"] or 0, row["line_no"] or 0,
+                     row["head_len"] or 0, row["head_hash"] or "", row["size"] or 0, row["mtime"] or 0.0)
+
+
+class Ingestor:
+    def __init__(self, cache: Cache, identity: ev.Identity, roots: Iterable[Path]) -> None:
+        self.cache = cache
+        self.identity = identity
+        self.roots = [Path(r) for r in roots]
+
+    # ---- discovery ------------------------------------------------------------------------------------------
+
+    def scan(self) -> list[TranscriptFile]:
+        return list(discover(self.roots))
+
+    def classify(self, path: Path) -> TranscriptFile | None:
+        for root in self.roots:
+            tf = classify(path, projects_dir(root))
+            if tf is not None:
+                return tf
+        return None
+
+    # ---- one file -------------------------------------------------------------------------------------------
+
+    def ingest_file(self, tf: TranscriptFile, *, max_bytes: int = 8 << 20) -> IngestStats:
+        stats = IngestStats(files=1)
+        path = str(tf.path)
+        row = self.cache.file_state(path)
+        state = _state_from_row(path, row)
+        parent = tf.parent or (row or {}).get("session_id", "") or None
+        if tf.kind == "agent-flat" and row and row.get("session_id"):
+            parent = row["session_id"].split(":")[0]
+        while True:
+            try:
+                res = tail(path, state, max_bytes=max_bytes)
+            except FileNotFoundError:
+                if row is not None or state is not None:
+                    self.cache.mark_file_deleted(path)
+                    log.info("transcript %s is gone; keeping everything captured from it", path)
+                stats.files = 0
+                return stats
+            except OSError as exc:
+                stats.errors.append(f"{path}: {exc.strerror or exc}")
+                log.warning("cannot read %s: %s", path, exc)
+                return stats
+            if res.reset:
+                stats.resets += 1
+                log.info("transcript %s was %s: re-reading it from the start", path, res.reason)
+            stats.bytes += res.state.offset - (0 if res.reset or state is None else state.offset)
+            pieces: list[tx.Piece] = []
+            malformed = res.oversized
+            for line in res.lines:
+                parsed = tx.parse_line(line.data)
+                if parsed.malformed:
+                    log.warning("%s:%d: %d unparseable piece(s) skipped", path, line.number, parsed.malformed)
+                malformed += parsed.malformed
+                for rec, raw in zip(parsed.records, parsed.raws):
+                    pieces.append(tx.Piece(rec, raw, line.number))
+            if tf.kind == "agent-flat" and parent is None:
+                parent = next((p.record["sessionId"] for p in pieces if isinstance(p.record.get("sessionId"), str)),
+                              None)
+            ctx = self._context(tf, parent)
+            events, n_msgs, new_session = self._normalise(ctx, tf, pieces)
+            stats.records += len(pieces)
+            stats.messages += n_msgs
+            stats.sessions += int(new_session)
+            stats.skipped_lines += malformed
+            fstate = {
+                "path": path, "kind": tf.kind, "session_id": ctx.session, "inode": res.state.inode,
+                "dev": res.state.dev, "offset": res.state.offset, "line_no": res.state.line_no,
+                "head_len": res.state.head_len, "head_hash": res.state.head_hash, "size": res.state.size,
+                "mtime": res.state.mtime, "malformed_add": malformed,
+            }
+            self.cache.apply(events, "local", files=[fstate])
+            state = res.state
+            if not res.more:
+                break
+        self._maybe_end_session(ctx, state)
+        return stats
+
+    def _context(self, tf: TranscriptFile, parent: str | None) -> tx.FileContext:
+        if tf.kind == "main":
+            session, root, par = tf.session, tf.session, None
+        elif tf.kind == "subagent":
+            session, root, par = tf.session, tf.parent or tf.session, tf.parent
+        else:  # flat 2.0.x agent file: parent known from its records
+            root = parent or f"agent-{tf.agent_id}"
+            session = f"{parent}:agent-{tf.agent_id}" if parent else f"agent-{tf.agent_id}"
+            par = parent
+        ident = self.identity
+        return tx.FileContext(session, root, par, tf.agent_id, str(tf.path), ident.tenant, ident.user, ident.machine)
+
+    def _normalise(self, ctx: tx.FileContext, tf: TranscriptFile,
+                   pieces: list[tx.Piece]) -> tuple[list[ev.ContextEvent], int, bool]:
+        groups: dict[str, list[tx.Piece]] = {}
+        others: list[tx.Piece] = []
+        for p in pieces:
+            key = tx.message_key(p.record) if p.record.get("type") in tx.CONVERSATIONAL else None
+            if key is None:
+                others.append(p)
+            else:
+                groups.setdefault(key, []).append(p)
+        events: list[ev.ContextEvent] = []
+        new_session = False
+        if ctx.session not in self.cache.known_sessions([ctx.session]) and (groups or others):
+            first = next((p.record for p in pieces if isinstance(p.record.get("cwd"), str)), {})
+            started = next((p.record["timestamp"] for p in pieces if isinstance(p.record.get("timestamp"), str)),
+                           None)
+            events.append(ev.session_started(self.identity, {
+                "session": ctx.session, "root_session": ctx.root_session, "parent_session": ctx.parent_session,
+                "agent_id": ctx.agent_id, "project": first.get("cwd"), "branch": first.get("gitBranch") or None,
+                "source_file": ctx.source_file, "started_at": started, "version": first.get("version"),
+                "project_slug": tf.project_slug,
+            }))
+            new_session = True
+        known = self.cache.known_messages(groups)
+        indexed_at = _now()
+        n_msgs = 0
+        for key, group in groups.items():
+            have = known.get(key)
+            if have is not None:
+                if have["session"] != ctx.session:
+                    continue  # the same record copied into another file (resume/fork): first capture stays
+                old = ev.decode(have["event"]).data
+                seen = {p.raw for p in group}
+                merged = [p for p in tx.pieces_from_raws(old.get("records", []), old.get("lines", []))
+                          if p.raw not in seen] + group
+                merged = _dedupe_by_uuid(sorted(merged, key=lambda p: p.line))
+                if len(merged) <= have["parts"]:
+                    continue
+                group = merged
+            else:
+                group = _dedupe_by_uuid(group)
+            msg = tx.build_message(group, ctx, indexed_at)
+            if msg is not None:
+                events.append(ev.message_indexed(self.identity, msg))
+                n_msgs += 1
+        if others:
+            recs = []
+            for p in others:
+                key = tx.record_key(p.record, p.raw, tf.path.name)
+                r: dict[str, Any] = {"key": key, "type": p.record.get("type"), "line": p.line, "raw": p.raw}
+                t = tx.title_of(p.record)
+                if t:
+                    r["title_rank"], r["title"] = t
+                    if p.record.get("type") == "summary" and isinstance(p.record.get("leafUuid"), str):
+                        r["leaf_uuid"] = p.record["leafUuid"]
+                recs.append(r)
+            fresh = self.cache.known_records(r["key"] for r in recs)
+            recs = [r for r in recs if r["key"] not in fresh]
+            for i in range(0, len(recs), RECORDS_PER_EVENT):
+                chunk = recs[i:i + RECORDS_PER_EVENT]
+                e = ev.records_captured(self.identity, ctx.session, chunk)
+                events.append(e)
+        return events, n_msgs, new_session
+
+    def _maybe_end_session(self, ctx: tx.FileContext, state: FileState | None, now: float | None = None) -> None:
+        """Claude Code writes no end marker: a session whose file has been quiet for a while has ended."""
+        import time
+
+        if state is None or (now or time.time()) - state.mtime < SESSION_IDLE_END:
+            return
+        row = self.cache.conn.execute("SELECT message_count, last_at, ended_count FROM sessions WHERE session_id=?",
+                                      (ctx.session,)).fetchone()
+        if row is None or row[0] == 0 or row[2] == row[0]:
+            return
+        self.cache.apply([ev.session_ended(self.identity, ctx.session, row[0], row[1] or _now())], "local")
+
+    # ---- many files -----------------------------------------------------------------------------------------
+
+    def import_all(self, progress: Callable[[TranscriptFile, int, int], None] | None = None) -> IngestStats:
+        files = self.scan()
+        # Main sessions first so subagents find their parent's session in place.
+        files.sort(key=lambda f: (f.kind != "main", str(f.path)))
+        total = IngestStats()
+        self.cache.set_state(import_total=len(files), import_done=0)
+        for i, tf in enumerate(files, 1):
+            total.add(self.ingest_file(tf))
+            if progress:
+                progress(tf, i, len(files))
+            if i % 20 == 0 or i == len(files):
+                self.cache.set_state(import_done=i)
+        return total
+
+
+def _dedupe_by_uuid(pieces: list[tx.Piece]) -> list[tx.Piece]:
+    seen: set[str] = set()
+    out = []
+    for p in pieces:
+        uid = p.record.get("uuid")
+        marker = uid if isinstance(uid, str) else p.raw
+        if marker in seen:
+            continue
+        seen.add(marker)
+        out.append(p)
+    return out
+
+
+def file_size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0

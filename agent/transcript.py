@@ -1,0 +1,325 @@
+"""Parse transcript lines and normalise records into the seed's ContextMessage shape.
+
+Everything here is pure: bytes in, dicts out.  The record format is internal to Claude Code and changes between
+releases, so every field is optional and unknown record types are kept verbatim (as "records"), never rejected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import orjson
+
+TOOL_RESULT_MAX = 2000  # characters of a tool result kept in the searchable text
+TOOL_INPUT_MAX = 1000
+CONVERSATIONAL = frozenset({"user", "assistant"})
+TITLE_RANK = {"custom-title": 4, "agent-name": 3, "ai-title": 2, "summary": 1}
+
+_decoder = json.JSONDecoder(strict=False)
+
+
+@dataclass
+class ParsedLine:
+    records: list[dict[str, Any]]
+    raws: list[str]  # verbatim text of each record
+    malformed: int = 0  # pieces that could not be recovered
+    recovered: bool = False  # glued or damaged, but something was recovered
+
+
+def parse_line(data: bytes) -> ParsedLine:
+    """One physical line → the JSON objects in it.  Lenient UTF-8, control characters tolerated, glued ``}{``
+    objects split; whatever cannot be parsed is counted, never raised."""
+    try:
+        obj = orjson.loads(data)
+        if isinstance(obj, dict):
+            return ParsedLine([obj], [data.decode("utf-8")])
+        return ParsedLine([], [], malformed=1)
+    except orjson.JSONDecodeError:
+        pass
+    text = data.decode("utf-8", "replace")
+    try:
+        obj = _decoder.decode(text)
+        if isinstance(obj, dict):
+            return ParsedLine([obj], [text], recovered=True)
+    except ValueError:
+        pass
+    out = ParsedLine([], [], recovered=True)
+    idx, n = 0, len(text)
+    while idx < n:
+        while idx < n and text[idx] in " \t\r":
+            idx += 1
+        if idx >= n:
+            break
+        try:
+            obj, end = _decoder.raw_decode(text, idx)
+        except ValueError:
+            # Resynchronise at the next object start; the damaged span is counted.
+            out.malformed += 1
+            nxt = text.find("{", idx + 1)
+            if nxt < 0:
+                break
+            idx = nxt
+            continue
+        if isinstance(obj, dict):
+            out.records.append(obj)
+            out.raws.append(text[idx:end])
+        else:
+            out.malformed += 1
+        idx = end
+    if not out.records:
+        out.recovered = False
+        out.malformed = max(out.malformed, 1)
+    return out
+
+
+# ---- content ------------------------------------------------------------------------------------------------
+
+_CODE_FENCE = re.compile(r"```([A-Za-z0-9_+#.-]*)")
+_MD = re.compile(r"(^|\n)(#{1,6} |[-*] |\d+\. |> )|\*\*[^*]+\*\*|\[[^\]]+\]\([^)]+\)|```", re.M)
+
+
+def _truncate(s: str, n: int) -> str:
+    return s if len(s) <= n else s[:n] + f" … [{len(s) - n} more characters]"
+
+
+def _image_ref(block: Mapping[str, Any]) -> str:
+    src = block.get("source") or {}
+    data = src.get("data") if isinstance(src, dict) else None
+    media = src.get("media_type", "image") if isinstance(src, dict) else "image"
+    if isinstance(data, str):
+        digest = hashlib.sha256(data.encode()).hexdigest()[:16]
+        return f"[image {media} sha256:{digest} {len(data) * 3 // 4} bytes]"
+    url = src.get("url") if isinstance(src, dict) else None
+    return f"[image {media} {url}]" if url else f"[image {media}]"
+
+
+def _tool_result_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    parts = []
+    if isinstance(content, list):
+        for b in content:
+            if isinstance(b, dict):
+                if b.get("type") == "text":
+                    parts.append(str(b.get("text", "")))
+                elif b.get("type") == "image":
+                    parts.append(_image_ref(b))
+                else:
+                    parts.append(f"[{b.get('type', 'block')}]")
+    return "\n".join(parts)
+
+
+def block_text(block: Any) -> tuple[str, str]:
+    """(kind, searchable text) of one content block."""
+    if isinstance(block, str):
+        return "text", block
+    if not isinstance(block, dict):
+        return "other", ""
+    t = block.get("type")
+    if t == "text":
+        return "text", str(block.get("text", ""))
+    if t == "thinking":
+        return "thinking", str(block.get("thinking", ""))
+    if t == "redacted_thinking":
+        return "thinking", ""
+    if t == "tool_use":
+        inp = block.get("input")
+        try:
+            inp_s = orjson.dumps(inp).decode() if inp is not None else ""
+        except TypeError:
+            inp_s = str(inp)
+        return "tool_use", f"[tool_use {block.get('name', '?')}] {_truncate(inp_s, TOOL_INPUT_MAX)}"
+    if t == "tool_result":
+        prefix = "[tool_result error] " if block.get("is_error") else "[tool_result] "
+        return "tool_result", prefix + _truncate(_tool_result_text(block.get("content")), TOOL_RESULT_MAX)
+    if t == "image":
+        return "image", _image_ref(block)
+    if t == "tool_reference":
+        return "other", f"[tool_reference {block.get('tool_name') or block.get('name') or ''}]"
+    return "other", ""
+
+
+def message_text(content: Any) -> tuple[str, set[str]]:
+    if isinstance(content, str):
+        return content, {"text"}
+    kinds: set[str] = set()
+    texts = []
+    if isinstance(content, list):
+        for b in content:
+            kind, text = block_text(b)
+            kinds.add(kind)
+            if text:
+                texts.append(text)
+    return "\n\n".join(texts), kinds
+
+
+def metadata(content: str) -> dict[str, Any]:
+    langs = sorted({m.lower() for m in _CODE_FENCE.findall(content) if m})
+    return {
+        "content_length": len(content),
+        "has_code": "```" in content or "[tool_use " in content,
+        "has_markdown": bool(_MD.search(content)),
+        "language_hints": langs[:10],
+        "topics": [],
+    }
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def record_key(record: Mapping[str, Any], raw: str, file_name: str) -> str:
+    uid = record.get("uuid")
+    if isinstance(uid, str) and uid:
+        return "r:" + uid
+    return f"r:{file_name}:{record.get('type', '?')}:{sha256(raw)[:24]}"
+
+
+def title_of(record: Mapping[str, Any]) -> tuple[int, str] | None:
+    t = record.get("type")
+    if t not in TITLE_RANK:
+        return None
+    for field_name in ("customTitle", "agentName", "aiTitle", "title", "summary", "name"):
+        v = record.get(field_name)
+        if isinstance(v, str) and v.strip():
+            return TITLE_RANK[str(t)], v.strip()
+    return None
+
+
+# ---- messages -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Piece:
+    """One conversational record with its place in the file."""
+
+    record: dict[str, Any]
+    raw: str
+    line: int
+
+
+@dataclass
+class FileContext:
+    session: str
+    root_session: str
+    parent_session: str | None
+    agent_id: str | None
+    source_file: str
+    tenant: str
+    user: str
+    machine: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def message_key(record: Mapping[str, Any]) -> str | None:
+    if record.get("type") == "assistant":
+        msg = record.get("message")
+        mid = msg.get("id") if isinstance(msg, dict) else None
+        if isinstance(mid, str) and mid:
+            return "m:" + mid
+    uid = record.get("uuid")
+    if isinstance(uid, str) and uid:
+        return "u:" + uid
+    return None
+
+
+def _is_typed_prompt(record: Mapping[str, Any], kinds: set[str]) -> bool:
+    if record.get("type") != "user" or record.get("isMeta") or record.get("isCompactSummary"):
+        return False
+    if record.get("isSidechain") or "tool_result" in kinds:
+        return False
+    origin = record.get("origin")
+    if isinstance(origin, dict) and origin.get("kind") not in (None, "human"):
+        return False
+    return "text" in kinds
+
+
+def build_message(pieces: list[Piece], ctx: FileContext, indexed_at: str) -> dict[str, Any] | None:
+    """Build one ContextMessage from the records of one message (several for a split assistant response)."""
+    if not pieces:
+        return None
+    first = pieces[0].record
+    key = message_key(first)
+    if key is None:
+        return None
+    rtype = first.get("type")
+    texts: list[str] = []
+    kinds: set[str] = set()
+    best_usage: dict[str, Any] | None = None
+    model = None
+    uuids = []
+    for p in pieces:
+        msg = p.record.get("message") if isinstance(p.record.get("message"), dict) else {}
+        text, k = message_text(msg.get("content") if msg else p.record.get("content"))
+        kinds |= k
+        if text:
+            texts.append(text)
+        usage = msg.get("usage") if msg else None
+        if isinstance(usage, dict):
+            if best_usage is None or (usage.get("output_tokens") or 0) >= (best_usage.get("output_tokens") or 0):
+                best_usage = usage
+        model = model or (msg.get("model") if msg else None)
+        if isinstance(p.record.get("uuid"), str):
+            uuids.append(p.record["uuid"])
+    content = "\n\n".join(texts)
+    if rtype == "assistant":
+        role = "assistant"
+    elif first.get("isCompactSummary") or first.get("isMeta"):
+        role = "system"
+    elif "tool_result" in kinds:
+        role = "tool"
+    else:
+        role = "user"
+    cwd = next((p.record.get("cwd") for p in pieces if isinstance(p.record.get("cwd"), str)), None)
+    branch = next((p.record.get("gitBranch") for p in pieces if p.record.get("gitBranch")), None)
+    usage = best_usage or {}
+    return {
+        "key": key,
+        "hash": sha256(content),
+        "content": content,
+        "role": role,
+        "session": ctx.session,
+        "root_session": ctx.root_session,
+        "agent_id": ctx.agent_id,
+        "project": cwd,
+        "branch": branch,
+        "occurred_at": first.get("timestamp") if isinstance(first.get("timestamp"), str) else None,
+        "indexed_at": indexed_at,
+        "provenance": {
+            "tenant_id": ctx.tenant,
+            "user_id": ctx.user,
+            "machine": ctx.machine,
+            "session_id": ctx.session,
+            "source_type": "claude-code",
+            "source_file": ctx.source_file,
+            "source_line": pieces[0].line,
+        },
+        "metadata": metadata(content),
+        "parts": len(pieces),
+        "kinds": sorted(kinds),
+        "model": model,
+        "usage": {k: usage.get(k) or 0 for k in ("input_tokens", "output_tokens", "cache_read_input_tokens",
+                                                  "cache_creation_input_tokens")},
+        "is_sidechain": bool(first.get("isSidechain")),
+        "is_meta": bool(first.get("isMeta")),
+        "is_prompt": _is_typed_prompt(first, kinds),
+        "version": first.get("version"),
+        "uuids": uuids,
+        "records": [p.raw for p in pieces],
+        "lines": [p.line for p in pieces],
+    }
+
+
+def pieces_from_raws(raws: Iterable[str], lines: Iterable[int]) -> list[Piece]:
+    out = []
+    for raw, line in zip(raws, lines):
+        try:
+            rec = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            rec = _decoder.decode(raw)
+        out.append(Piece(rec, raw, line))
+    return out

@@ -1,0 +1,97 @@
+"""Opening the cache database: apsw best practice, WAL, migrations, private file modes."""
+
+from __future__ import annotations
+
+import os
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+import apsw
+import apsw.bestpractice
+
+from cxsync.cache.schema import MIGRATIONS
+
+_bp_lock = threading.Lock()
+_bp_applied = False
+
+
+class CacheError(Exception):
+    """The cache cannot be opened or used (corrupt, newer schema, unwritable)."""
+
+    def __init__(self, title: str, hint: str = "") -> None:
+        super().__init__(title)
+        self.title = title
+        self.hint = hint
+
+
+def _apply_bestpractice() -> None:
+    global _bp_applied
+    with _bp_lock:
+        if not _bp_applied:
+            # Everything but library-wide logging, which would route SQLite's chatter into the root logger.
+            apsw.bestpractice.apply(tuple(f for f in apsw.bestpractice.recommended
+                                          if f is not apsw.bestpractice.library_logging))
+            _bp_applied = True
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> apsw.Connection:
+    _apply_bestpractice()
+    p = Path(path)
+    if readonly:
+        if not p.exists():
+            raise CacheError(f"no cache at {p}", "run `cxsync import` first")
+        flags = apsw.SQLITE_OPEN_READONLY
+    else:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+        old_umask = os.umask(0o077)  # the db, -wal and -shm files are created private
+    try:
+        conn = apsw.Connection(str(p), flags=flags)
+        conn.setbusytimeout(10_000)
+        if not readonly:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            migrate(conn)
+        else:
+            check_version(conn)
+    except apsw.Error as exc:
+        raise CacheError(f"cannot open the cache at {p}: {exc}") from exc
+    finally:
+        if not readonly:
+            os.umask(old_umask)
+    conn.execute("PRAGMA cache_size=-32000")
+    return conn
+
+
+def schema_version(conn: apsw.Connection) -> int:
+    row = conn.execute(
+        "SELECT name FROM sqlite_schema WHERE type='table' AND name='migrations'").fetchone()
+    if row is None:
+        return 0
+    v = conn.execute("SELECT max(version) FROM migrations").fetchone()[0]
+    return int(v or 0)
+
+
+def check_version(conn: apsw.Connection) -> None:
+    current, latest = schema_version(conn), MIGRATIONS[-1][0]
+    if current > latest:
+        raise CacheError(f"the cache has schema version {current}, newer than this cxsync knows ({latest})",
+                         "upgrade cxsync")
+
+
+def migrate(conn: apsw.Connection) -> None:
+    check_version(conn)
+    with conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                     " applied_at TEXT NOT NULL)")
+        current = schema_version(conn)
+        for version, name, sql in MIGRATIONS:
+            if version > current:
+                conn.execute(sql)
+                conn.execute("INSERT INTO migrations(version, name, applied_at) VALUES (?,?,?)",
+                             (version, name, now_iso()))

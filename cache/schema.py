@@ -1,0 +1,160 @@
+"""The cache schema as numbered migrations, applied in order and recorded in ``migrations``.
+
+The materialised tables follow the seed (messages, messages_fts, knowledge), extended with sessions, verbatim
+records, the stored events (for ``rebuild``), the outbox, stream cursors, file offsets and sync state.
+A migration is never edited once released: add the next number.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "initial schema",
+        """
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            key TEXT UNIQUE NOT NULL,            -- u:<uuid> | m:<message.id>: global identity across files
+            hash TEXT NOT NULL,                  -- SHA-256 of content (the seed's dedup hash)
+            content TEXT NOT NULL,
+            role TEXT NOT NULL,                  -- user | assistant | tool | system
+            source_type TEXT NOT NULL DEFAULT 'claude-code',
+            source_file TEXT,
+            source_line INTEGER,
+            created_at TEXT,                     -- indexed_at (the seed's column name)
+            occurred_at TEXT,
+            session_id TEXT NOT NULL,
+            root_session TEXT NOT NULL,
+            agent_id TEXT,
+            project TEXT,
+            tenant TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            machine TEXT,
+            content_length INTEGER,
+            has_code INTEGER,
+            has_markdown INTEGER,
+            language_hints TEXT,
+            model TEXT,
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            cache_read_tokens INTEGER NOT NULL DEFAULT 0,
+            cache_creation_tokens INTEGER NOT NULL DEFAULT 0,
+            parts INTEGER NOT NULL DEFAULT 1,
+            is_sidechain INTEGER NOT NULL DEFAULT 0,
+            is_meta INTEGER NOT NULL DEFAULT 0,
+            is_prompt INTEGER NOT NULL DEFAULT 0,
+            kinds TEXT,
+            event_id TEXT NOT NULL
+        );
+        CREATE INDEX messages_session ON messages(root_session, occurred_at);
+        CREATE INDEX messages_hash ON messages(hash);
+        CREATE INDEX messages_occurred ON messages(occurred_at);
+        CREATE INDEX messages_project ON messages(project);
+
+        CREATE VIRTUAL TABLE messages_fts USING fts5(
+            content, content='messages', content_rowid='id', tokenize='porter unicode61 remove_diacritics 2'
+        );
+
+        CREATE TABLE sessions (
+            session_id TEXT PRIMARY KEY,
+            root_session TEXT NOT NULL,
+            parent_session TEXT,
+            agent_id TEXT,
+            tenant TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            machine TEXT,
+            project TEXT,
+            branch TEXT,
+            title TEXT,
+            title_rank INTEGER NOT NULL DEFAULT 0,
+            first_prompt TEXT,
+            first_prompt_at TEXT,
+            first_at TEXT,
+            last_at TEXT,
+            message_count INTEGER NOT NULL DEFAULT 0,
+            models TEXT NOT NULL DEFAULT '[]',
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            cache_read_tokens INTEGER NOT NULL DEFAULT 0,
+            cache_creation_tokens INTEGER NOT NULL DEFAULT 0,
+            source_file TEXT,
+            version TEXT,
+            ended_at TEXT,
+            ended_count INTEGER
+        );
+        CREATE INDEX sessions_root ON sessions(root_session);
+        CREATE INDEX sessions_last ON sessions(last_at);
+
+        -- Non-conversational records (progress, snapshots, titles, unknown types), verbatim and not indexed.
+        CREATE TABLE records (
+            key TEXT PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            type TEXT,
+            line INTEGER,
+            raw BLOB NOT NULL                    -- zlib-compressed JSON text
+        );
+        CREATE INDEX records_session ON records(session_id);
+
+        CREATE TABLE knowledge (
+            id INTEGER PRIMARY KEY,
+            knowledge_id TEXT UNIQUE NOT NULL,
+            message_id INTEGER REFERENCES messages(id),
+            knowledge_type TEXT,                 -- decision | pattern | error_solution
+            extracted_data TEXT,                 -- JSON
+            source_hashes TEXT,
+            shared_scope TEXT,
+            project TEXT,
+            created_at TEXT
+        );
+
+        -- Every applied event, local or remote: the source of `cxsync rebuild` and of the outbox.
+        CREATE TABLE events (
+            seq INTEGER PRIMARY KEY,
+            event_id TEXT UNIQUE NOT NULL,
+            type TEXT NOT NULL,
+            origin TEXT NOT NULL,                -- local | remote
+            payload BLOB NOT NULL,
+            received_at TEXT NOT NULL
+        );
+
+        CREATE TABLE outbox (
+            seq INTEGER PRIMARY KEY,
+            event_seq INTEGER NOT NULL REFERENCES events(seq),
+            stream TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending',   -- pending | acked | quarantined
+            attempts INTEGER NOT NULL DEFAULT 0,
+            cursor BLOB,
+            last_error TEXT,
+            acked_at TEXT,
+            UNIQUE (event_seq, stream)
+        );
+        CREATE INDEX outbox_pending ON outbox(state, seq);
+
+        CREATE TABLE cursors (
+            stream TEXT PRIMARY KEY,
+            cursor BLOB,
+            updated_at TEXT
+        );
+
+        CREATE TABLE files (
+            path TEXT PRIMARY KEY,
+            kind TEXT,
+            session_id TEXT,
+            inode INTEGER, dev INTEGER,
+            offset INTEGER NOT NULL DEFAULT 0,
+            line_no INTEGER NOT NULL DEFAULT 0,
+            head_len INTEGER NOT NULL DEFAULT 0,
+            head_hash TEXT,
+            size INTEGER, mtime REAL,
+            malformed INTEGER NOT NULL DEFAULT 0,
+            status TEXT NOT NULL DEFAULT 'active',  -- active | deleted
+            updated_at TEXT
+        );
+
+        CREATE TABLE state (
+            key TEXT PRIMARY KEY,
+            value TEXT
+        );
+        """,
+    ),
+]

@@ -1,0 +1,207 @@
+"""The Cache object: one writer connection, the apply transaction, and the bookkeeping tables around it
+(file offsets, outbox, stream cursors, sync state)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import apsw
+import orjson
+
+from cxsync.cache.apply import ApplyResult, Router, apply_in_tx
+from cxsync.cache.db import connect, now_iso
+from cxsync.cache import search as _search
+from cxsync.sync import events as ev
+
+FILE_COLS = ("path", "kind", "session_id", "inode", "dev", "offset", "line_no", "head_len", "head_hash", "size",
+             "mtime")
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    seq: int
+    stream: str
+    event_id: str
+    payload: bytes
+    attempts: int
+
+
+class Cache(_search.Queries):
+    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False, route: Router | None = None):
+        self.path = Path(path)
+        self.readonly = readonly
+        self.conn = connect(self.path, readonly=readonly)
+        self.route = route
+        self._lock = threading.RLock()  # one writer connection, shared by the agent's threads
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Cache":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- apply ----------------------------------------------------------------------------------------------
+
+    def apply(self, events: Iterable[ev.ContextEvent], origin: str = "local", *,
+              files: Sequence[Mapping[str, Any]] = (), cursor: tuple[str, bytes] | None = None,
+              payloads: Mapping[str, bytes] | None = None) -> ApplyResult:
+        """Apply events, file offsets and a stream cursor in ONE transaction: all of it lands or none."""
+        with self._lock, self.conn:
+            res = apply_in_tx(self.conn, events, origin, self.route if origin == "local" else None, payloads)
+            for f in files:
+                self._save_file(f)
+            if cursor is not None:
+                self.conn.execute(
+                    "INSERT INTO cursors(stream, cursor, updated_at) VALUES (?,?,?) ON CONFLICT(stream) DO UPDATE"
+                    " SET cursor=excluded.cursor, updated_at=excluded.updated_at", (cursor[0], cursor[1], now_iso()))
+        return res
+
+    def _save_file(self, f: Mapping[str, Any]) -> None:
+        row = {c: f.get(c) for c in FILE_COLS}
+        row["malformed"] = int(f.get("malformed_add") or 0)
+        row["status"] = f.get("status", "active")
+        row["updated_at"] = now_iso()
+        self.conn.execute(
+            f"INSERT INTO files({', '.join(FILE_COLS)}, malformed, status, updated_at) VALUES"
+            f" ({', '.join(':' + c for c in FILE_COLS)}, :malformed, :status, :updated_at)"
+            " ON CONFLICT(path) DO UPDATE SET " + ", ".join(f"{c}=excluded.{c}" for c in FILE_COLS[1:])
+            + ", malformed = files.malformed + excluded.malformed, status=excluded.status,"
+            " updated_at=excluded.updated_at", row)
+
+    # ---- ingest support -------------------------------------------------------------------------------------
+
+    def file_state(self, path: str) -> dict[str, Any] | None:
+        row = self.conn.execute(f"SELECT {', '.join(FILE_COLS)}, malformed, status FROM files WHERE path=?",
+                                (path,)).fetchone()
+        return dict(zip(FILE_COLS + ("malformed", "status"), row)) if row else None
+
+    def files(self) -> list[dict[str, Any]]:
+        cols = FILE_COLS + ("malformed", "status")
+        return [dict(zip(cols, r)) for r in self.conn.execute(f"SELECT {', '.join(cols)} FROM files ORDER BY path")]
+
+    def mark_file_deleted(self, path: str) -> None:
+        with self._lock, self.conn:
+            self.conn.execute("UPDATE files SET status='deleted', updated_at=? WHERE path=?", (now_iso(), path))
+
+    def known_messages(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """For ingest's dedup and merging: what we already hold for these message keys."""
+        out: dict[str, dict[str, Any]] = {}
+        keys = list(keys)
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            q = ("SELECT m.key, m.session_id, m.parts, e.payload FROM messages m JOIN events e"
+                 " ON e.event_id = m.event_id WHERE m.key IN (%s)" % ",".join("?" * len(chunk)))
+            for key, session, parts, payload in self.conn.execute(q, chunk):
+                out[key] = {"session": session, "parts": parts, "event": payload}
+        return out
+
+    def known_sessions(self, ids: Iterable[str]) -> set[str]:
+        ids = list(ids)
+        if not ids:
+            return set()
+        q = "SELECT session_id FROM sessions WHERE session_id IN (%s)" % ",".join("?" * len(ids))
+        return {r[0] for r in self.conn.execute(q, ids)}
+
+    def known_records(self, keys: Iterable[str]) -> set[str]:
+        keys = list(keys)
+        out: set[str] = set()
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            q = "SELECT key FROM records WHERE key IN (%s)" % ",".join("?" * len(chunk))
+            out.update(r[0] for r in self.conn.execute(q, chunk))
+        return out
+
+    # ---- outbox ---------------------------------------------------------------------------------------------
+
+    def pending(self, max_events: int = 500, max_bytes: int = 4_000_000, stream: str | None = None) -> list[OutboxRow]:
+        """The oldest pending outbox rows, bounded by count and bytes (at least one row if any is pending)."""
+        q = ("SELECT o.seq, o.stream, e.event_id, e.payload, o.attempts FROM outbox o JOIN events e"
+             " ON e.seq = o.event_seq WHERE o.state='pending'" + (" AND o.stream=?" if stream else "")
+             + " ORDER BY o.seq LIMIT ?")
+        rows: list[OutboxRow] = []
+        size = 0
+        for seq, st, eid, payload, attempts in self.conn.execute(q, ((stream,) if stream else ()) + (max_events,)):
+            if rows and size + len(payload) > max_bytes:
+                break
+            rows.append(OutboxRow(seq, st, eid, payload, attempts))
+            size += len(payload)
+        return rows
+
+    def ack(self, acks: Sequence[tuple[int, bytes]]) -> None:
+        with self._lock, self.conn:
+            now = now_iso()
+            self.conn.executemany("UPDATE outbox SET state='acked', cursor=?, acked_at=?, last_error=NULL"
+                                  " WHERE seq=?", [(c, now, s) for s, c in acks])
+
+    def record_failure(self, seqs: Sequence[int], error: str, *, quarantine: bool) -> None:
+        with self._lock, self.conn:
+            self.conn.executemany(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, state = ? WHERE seq = ?",
+                [(error, "quarantined" if quarantine else "pending", s) for s in seqs])
+
+    def requeue_quarantined(self) -> int:
+        with self._lock, self.conn:
+            self.conn.execute("UPDATE outbox SET state='pending' WHERE state='quarantined'")
+            return self.conn.changes()
+
+    def outbox_counts(self) -> dict[str, int]:
+        counts = {"pending": 0, "acked": 0, "quarantined": 0}
+        for state, n in self.conn.execute("SELECT state, count(*) FROM outbox GROUP BY state"):
+            counts[state] = n
+        return counts
+
+    def quarantined(self, limit: int = 20) -> list[dict[str, Any]]:
+        return [{"seq": s, "stream": st, "event_id": e, "error": err, "attempts": a} for s, st, e, err, a in
+                self.conn.execute("SELECT o.seq, o.stream, e.event_id, o.last_error, o.attempts FROM outbox o"
+                                  " JOIN events e ON e.seq=o.event_seq WHERE o.state='quarantined'"
+                                  " ORDER BY o.seq LIMIT ?", (limit,))]
+
+    # ---- cursors and state ----------------------------------------------------------------------------------
+
+    def cursor(self, stream: str) -> bytes | None:
+        row = self.conn.execute("SELECT cursor FROM cursors WHERE stream=?", (stream,)).fetchone()
+        return bytes(row[0]) if row and row[0] is not None else None
+
+    def cursors(self) -> dict[str, dict[str, Any]]:
+        return {s: {"cursor": bytes(c).hex() if c else None, "updated_at": u}
+                for s, c, u in self.conn.execute("SELECT stream, cursor, updated_at FROM cursors ORDER BY stream")}
+
+    def get_state(self, key: str, default: Any = None) -> Any:
+        row = self.conn.execute("SELECT value FROM state WHERE key=?", (key,)).fetchone()
+        return orjson.loads(row[0]) if row else default
+
+    def set_state(self, **values: Any) -> None:
+        with self._lock, self.conn:
+            self.conn.executemany(
+                "INSERT INTO state(key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                [(k, orjson.dumps(v).decode()) for k, v in values.items()])
+
+    # ---- stored events --------------------------------------------------------------------------------------
+
+    def iter_events(self, batch: int = 1000) -> Iterator[list[tuple[str, bytes]]]:
+        last = 0
+        while True:
+            rows = self.conn.execute("SELECT seq, event_id, payload FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                                     (last, batch)).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [(eid, bytes(p)) for _, eid, p in rows]
+
+    def session_records(self, session: str) -> list[dict[str, Any]]:
+        return [{"key": k, "type": t, "line": line, "raw": zlib.decompress(raw).decode("utf-8", "surrogatepass")}
+                for k, t, line, raw in self.conn.execute(
+                    "SELECT key, type, line, raw FROM records WHERE session_id=? ORDER BY line", (session,))]
+
+
+def open_cache(path: str | os.PathLike[str], *, readonly: bool = False, route: Router | None = None) -> Cache:
+    """Open (creating and migrating when writable) the cache database at ``path``."""
+    return Cache(path, readonly=readonly, route=route)

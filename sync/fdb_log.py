@@ -1,0 +1,576 @@
+"""The FoundationDB EventLog adapter, on the official ``foundationdb`` binding.
+
+Append is idempotent in one transaction per bounded group of events: the event-id dedup key is read and written
+in the same transaction as the versionstamped log key, the stream head, the seed's view keys and the quota
+counters, so a retry after ``commit_unknown_result`` (1021) finds the dedup keys and returns the original cursors
+instead of writing twice.  Read pages the stream in short transactions bounded by the stream's explicit key
+range.  Wait watches the per-stream head key, which every append rewrites with ``set_versionstamped_value``.
+
+Only this module and ``keys.py`` import ``fdb``; the binding's native layer (``libfdb_c``) is loaded on the first
+``FdbEventLog``, so the rest of cxsync starts and works without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import fdb
+import fdb.tuple
+
+from cxsync.sync.events import CodecError, ContextEvent, decode, encode
+from cxsync.sync.keys import Keys, versionstamped_cursor_param
+from cxsync.sync.port import (
+    LogEntry,
+    LogError,
+    PermanentLogError,
+    QuotaExceeded,
+    TransientLogError,
+    check_cursor,
+    validate_stream,
+)
+
+SUPPORTED_API_VERSIONS = (730, 800)
+DEFAULT_API_VERSION = 730
+ENV_CLUSTER_FILE = "CXSYNC_FDB_CLUSTER_FILE"
+ENV_API_VERSION = "CXSYNC_FDB_API_VERSION"
+
+# FoundationDB's hard limits, and the margins cxsync keeps under them.
+KEY_LIMIT = 10_000
+VALUE_LIMIT = 100_000
+CHUNK_BYTES = 90_000  # below VALUE_LIMIT: a chunk never trips 2103
+MAX_EVENT_BYTES = 8_000_000  # one event must fit a 10 MB transaction with its keys and views
+DEFAULT_MAX_BATCH_BYTES = 2_000_000  # FDB advises ~1 MB transactions; 2 MB keeps appends far from 10 MB / 5 s
+MAX_BATCH_EVENTS = 500  # bounds dedup reads per transaction; user versions stay far below 65,535
+READ_PAGE_KEYS = 256
+
+_MANIFEST = b"\x00"  # first byte of a chunked entry; never a codec version (those start at 1)
+_TOO_LARGE = {2101: "transaction_too_large", 2102: "key_too_large", 2103: "value_too_large"}
+_CANCELLED, _TOO_MANY_WATCHES, _TOO_OLD = 1101, 1032, 1007
+
+INSTALL_HINT = (
+    "install the FoundationDB client library (libfdb_c) for this platform: the 'foundationdb-clients' package "
+    "(.deb/.rpm, or the macOS .pkg / Windows .msi) from FoundationDB's GitHub releases, of the same major.minor "
+    "version as the cluster; and pin the Python binding to match it: foundationdb==7.3.* with api_version 730 for "
+    "a 7.3 cluster, foundationdb==8.0.* (api_version 730 or 800) for an 8.0 cluster"
+)
+
+
+class LogConfigError(LogError):
+    """The log cannot be used as configured (not the events' fault: fix the set-up, then retry)."""
+
+    def __init__(self, title: str, hint: str = "") -> None:
+        super().__init__(f"{title}: {hint}" if hint else title)
+        self.title = title
+        self.hint = hint
+
+
+class FdbUnavailable(LogConfigError):
+    """The FoundationDB client library cannot be loaded or does not match the binding."""
+
+
+@dataclass(frozen=True)
+class Quota:
+    """Per-tenant limits, stored in the tenant's metadata keys; None leaves a limit unset (unlimited)."""
+
+    max_events: int | None = None
+    max_bytes: int | None = None
+
+
+@dataclass
+class _Planned:
+    """One new event's writes, computed before any transaction (sizes checked, keys built)."""
+
+    event: ContextEvent
+    user_version: int
+    value_key: bytes
+    value: bytes  # the encoded event, or a chunk manifest
+    chunks: list[tuple[bytes, bytes]] = field(default_factory=list)
+    dedup_key: bytes = b""
+    view_keys: list[bytes] = field(default_factory=list)
+    view_param: bytes = b""
+    stored_bytes: int = 0  # what the quota counts: the encoded event size
+
+    @property
+    def tx_bytes(self) -> int:
+        return (len(self.value_key) + len(self.value) + sum(len(k) + len(v) for k, v in self.chunks)
+                + 2 * len(self.dedup_key) + sum(len(k) + len(self.view_param) for k in self.view_keys) + 64)
+
+
+# ---- process-wide binding state: the API version and network options are set once per process -------------
+
+_binding_lock = threading.Lock()
+_network_tls: Mapping[str, Any] | None = None
+_network_opened = False
+
+_TLS_OPTIONS = {  # tls dict key -> (network option setter, kind); the password must precede the key
+    "password": ("set_tls_password", str),
+    "cert_path": ("set_tls_cert_path", str),
+    "key_path": ("set_tls_key_path", str),
+    "ca_path": ("set_tls_ca_path", str),
+    "verify_peers": ("set_tls_verify_peers", bytes),
+    "disable_plaintext": ("set_tls_disable_plaintext_connection", bool),
+}
+
+
+def select_api_version(requested: int | None = None) -> int:
+    """Select the binding's API version once per process: the requested one, else ``CXSYNC_FDB_API_VERSION``,
+    else the one already selected, else 730.  Loading ``fdb.impl`` loads ``libfdb_c``: its absence becomes a
+    clear ``FdbUnavailable``."""
+    if requested is None:
+        env = os.environ.get(ENV_API_VERSION, "").strip()
+        if env:
+            try:
+                requested = int(env)
+            except ValueError:
+                raise LogConfigError(f"{ENV_API_VERSION}={env!r} is not a number",
+                                     f"use one of {SUPPORTED_API_VERSIONS}") from None
+    with _binding_lock:
+        if fdb.is_api_version_selected():
+            current = int(fdb.get_api_version())
+            if requested is not None and requested != current:
+                raise LogConfigError(
+                    f"FoundationDB API version {current} is already selected in this process; {requested} was "
+                    "requested",
+                    "the binding selects one API version per process: use the same api_version everywhere",
+                )
+            return current
+        version = DEFAULT_API_VERSION if requested is None else requested
+        if version not in SUPPORTED_API_VERSIONS:
+            raise LogConfigError(f"FoundationDB API version {version} is not supported by cxsync",
+                                 f"use one of {SUPPORTED_API_VERSIONS}")
+        try:
+            fdb.api_version(version)
+        except Exception as exc:  # the binding raises a bare Exception/OSError/RuntimeError for a missing lib
+            raise FdbUnavailable(f"the FoundationDB client library could not be loaded ({exc})",
+                                 INSTALL_HINT) from exc
+        return version
+
+
+def _apply_tls(tls: Mapping[str, Any] | None) -> None:
+    """TLS settings are network options: they only take effect before the first database is opened."""
+    global _network_tls
+    if _network_opened:
+        if tls and dict(tls) != dict(_network_tls or {}):
+            raise LogConfigError(
+                "FoundationDB TLS options must be set before the first database is opened in this process",
+                "give every FdbEventLog of the process the same tls settings",
+            )
+        return
+    if not tls:
+        return
+    unknown = sorted(set(tls) - set(_TLS_OPTIONS))
+    if unknown:
+        raise LogConfigError(f"unknown FoundationDB TLS option(s) {unknown}",
+                             f"known: {sorted(_TLS_OPTIONS)}")
+    for name, (setter, kind) in _TLS_OPTIONS.items():
+        if name not in tls or tls[name] is None:
+            continue
+        value = tls[name]
+        option = getattr(fdb.options, setter)
+        try:
+            if kind is bool:
+                if value:
+                    option()
+            elif kind is bytes:
+                option(value.encode() if isinstance(value, str) else bytes(value))
+            else:
+                option(str(value))
+        except fdb.FDBError as exc:
+            raise LogConfigError(f"FoundationDB rejected TLS option {name!r}: {exc}",
+                                 "check the certificate, key and CA paths and the key password") from exc
+    _network_tls = dict(tls)
+
+
+def _open_database(cluster_file: str | None, tls: Mapping[str, Any] | None) -> Any:
+    global _network_opened
+    with _binding_lock:
+        _apply_tls(tls)
+        try:
+            db = fdb.open(cluster_file)
+        except fdb.FDBError as exc:
+            raise LogConfigError(f"cannot open the FoundationDB cluster file {cluster_file or '(default)'}: {exc}",
+                                 f"point {ENV_CLUSTER_FILE} or the fdb target at a readable fdb.cluster") from exc
+        _network_opened = True
+        return db
+
+
+def _le64(n: int) -> bytes:
+    return n.to_bytes(8, "little", signed=True)
+
+
+def _int_value(raw: Any) -> int | None:
+    return None if raw is None else int.from_bytes(bytes(raw)[:8].ljust(8, b"\x00"), "little", signed=True)
+
+
+def _get(tr: Any, key: bytes) -> bytes | None:
+    v = tr.get(key)
+    return bytes(v) if v.present() else None
+
+
+# ---- the adapter ------------------------------------------------------------------------------------------
+
+
+class FdbEventLog:
+    """EventLog on a FoundationDB cluster; one instance per tenant, safe to share between threads."""
+
+    def __init__(
+        self,
+        tenant: str,
+        *,
+        cluster_file: str | None = None,
+        api_version: int | None = None,
+        tls: Mapping[str, Any] | None = None,
+        database: Any = None,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+        quota: Quota | None = None,
+        retry_limit: int = 50,
+        operation_timeout: float = 30.0,
+        watch_fallback_interval: float = 1.0,
+    ) -> None:
+        self.keys = Keys(tenant)  # validates the tenant name before anything touches the network
+        self.tenant = tenant
+        self.api_version = select_api_version(api_version)
+        self.cluster_file = cluster_file if cluster_file is not None else os.environ.get(ENV_CLUSTER_FILE) or None
+        self._db = database if database is not None else _open_database(self.cluster_file, tls)
+        self.max_batch_bytes = max(1, int(max_batch_bytes))
+        self.retry_limit = retry_limit
+        self.operation_timeout = operation_timeout
+        self.watch_fallback_interval = watch_fallback_interval
+        self._closed = threading.Event()
+        self._watches: set[Any] = set()
+        self._watch_lock = threading.Lock()
+        if quota is not None:
+            self.set_quota(quota)
+
+    # ---- the retry loop ----------------------------------------------------------------------------------
+
+    def _run(self, body: Any, event_ids: Sequence[str] = ()) -> Any:
+        """Run ``body(tr)`` in a transaction until it succeeds; ``tr.on_error`` decides what is retryable and
+        backs off.  ``body`` commits itself when it writes.  Bounded by ``retry_limit`` and
+        ``operation_timeout`` so an unreachable cluster becomes a TransientLogError, not a hang."""
+        if self._closed.is_set():
+            raise LogConfigError("this FdbEventLog is closed")
+        deadline = time.monotonic() + self.operation_timeout
+        tr = self._db.create_transaction()
+        attempts = 0
+        while True:
+            tr.options.set_timeout(max(1, int((deadline - time.monotonic()) * 1000)))
+            try:
+                return body(tr)
+            except fdb.FDBError as exc:
+                attempts += 1
+                if exc.code in _TOO_LARGE:
+                    raise PermanentLogError(f"FoundationDB refused the write: {_TOO_LARGE[exc.code]} ({exc.code})",
+                                            event_ids) from exc
+                if attempts > self.retry_limit:
+                    raise TransientLogError(f"FoundationDB: gave up after {attempts} attempts: {exc}") from exc
+                try:
+                    tr.on_error(exc).wait()
+                except fdb.FDBError as final:
+                    raise self._map_error(final, event_ids) from final
+
+    @staticmethod
+    def _map_error(exc: Any, event_ids: Sequence[str]) -> LogError:
+        code = int(exc.code)
+        if code in _TOO_LARGE:
+            return PermanentLogError(f"FoundationDB refused the write: {_TOO_LARGE[code]} ({code})", event_ids)
+        if 2000 <= code < 3000:  # client/API misuse: the same call fails the same way
+            return PermanentLogError(f"FoundationDB rejected the operation: {exc}", event_ids)
+        if code == 1021:
+            return TransientLogError(f"FoundationDB commit outcome unknown ({exc}); a retry is safe")
+        return TransientLogError(f"FoundationDB unavailable or busy: {exc}")
+
+    # ---- append ------------------------------------------------------------------------------------------
+
+    def append(self, stream: str, events: Sequence[ContextEvent]) -> list[bytes]:
+        validate_stream(stream)
+        if not events:
+            return []
+        wrong = [e.event_id for e in events if e.tenant != self.tenant]
+        if wrong:
+            raise PermanentLogError(f"events of another tenant cannot be appended to tenant {self.tenant!r}", wrong)
+        first: dict[str, int] = {}  # event_id -> index of its first occurrence in the batch
+        unique: list[ContextEvent] = []
+        for e in events:
+            if e.event_id not in first:
+                first[e.event_id] = len(unique)
+                unique.append(e)
+        blobs = self._encode_all(stream, unique)
+        cursors: list[bytes] = []
+        for group in self._groups(unique, blobs):
+            cursors.extend(self._append_group(stream, group))
+        return [cursors[first[e.event_id]] for e in events]
+
+    def _encode_all(self, stream: str, events: list[ContextEvent]) -> list[bytes]:
+        """Encode and check every event up front so that an unfit event fails the batch before any write."""
+        blobs: list[bytes] = []
+        bad: list[str] = []
+        reasons: list[str] = []
+        for e in events:
+            try:
+                blob = encode(e)
+                keys = [self.keys.event_id(stream, e.event_id), *self.keys.views_for(stream, e)]
+            except (ValueError, TypeError) as exc:
+                bad.append(e.event_id)
+                reasons.append(str(exc))
+                blobs.append(b"")
+                continue
+            if len(blob) > MAX_EVENT_BYTES:
+                bad.append(e.event_id)
+                reasons.append(f"encoded size {len(blob)} B exceeds {MAX_EVENT_BYTES} B")
+            elif any(len(k) > KEY_LIMIT for k in keys):
+                bad.append(e.event_id)
+                reasons.append(f"a key exceeds FoundationDB's {KEY_LIMIT} B key limit")
+            blobs.append(blob)
+        if bad:
+            raise PermanentLogError(f"{len(bad)} event(s) cannot be stored: {'; '.join(reasons[:3])}", bad)
+        return blobs
+
+    def _groups(self, events: list[ContextEvent], blobs: list[bytes]) -> list[list[tuple[ContextEvent, bytes]]]:
+        """Split a batch into transactions bounded by bytes and count; an oversized event travels alone."""
+        groups: list[list[tuple[ContextEvent, bytes]]] = [[]]
+        size = 0
+        for e, blob in zip(events, blobs):
+            cost = len(blob) + 512  # keys, dedup, views and head: a few hundred bytes per event
+            if groups[-1] and (size + cost > self.max_batch_bytes or len(groups[-1]) >= MAX_BATCH_EVENTS):
+                groups.append([])
+                size = 0
+            groups[-1].append((e, blob))
+            size += cost
+        return groups
+
+    def _plan(self, stream: str, user_version: int, event: ContextEvent, blob: bytes) -> _Planned:
+        k = self.keys
+        p = _Planned(event=event, user_version=user_version,
+                     value_key=k.log_key_versionstamped(stream, user_version), value=blob,
+                     dedup_key=k.event_id(stream, event.event_id), view_keys=k.views_for(stream, event),
+                     view_param=k.view_ref_versionstamped(stream, user_version), stored_bytes=len(blob))
+        if len(blob) > VALUE_LIMIT:
+            # a transcript line can be megabytes: the log entry becomes a manifest, the bytes go to chunk keys
+            # written in the same transaction, so a reader sees all of them or none
+            pieces = [blob[i:i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)]
+            p.value = _MANIFEST + fdb.tuple.pack((len(pieces), len(blob), hashlib.sha256(blob).digest()))
+            p.chunks = [(k.chunk_key_versionstamped(stream, user_version, i), piece)
+                        for i, piece in enumerate(pieces)]
+        return p
+
+    def _append_group(self, stream: str, group: list[tuple[ContextEvent, bytes]]) -> list[bytes]:
+        plans = [self._plan(stream, uv, e, blob) for uv, (e, blob) in enumerate(group)]
+        ids = [p.event.event_id for p in plans]
+        head_key = self.keys.head(stream)
+
+        def body(tr: Any) -> list[bytes]:
+            # the dedup reads are real (not snapshot) reads: two appenders of the same event conflict, and
+            # the loser's retry finds the winner's dedup key
+            found = [tr.get(p.dedup_key) for p in plans]
+            existing = {p.event.event_id: bytes(v) for p, v in zip(plans, found) if v.present()}
+            new = [p for p in plans if p.event.event_id not in existing]
+            if not new:
+                return [existing[i] for i in ids]
+            self._check_quota(tr, new)
+            for p in new:
+                tr.set_versionstamped_key(p.value_key, p.value)
+                for ck, piece in p.chunks:
+                    tr.set_versionstamped_key(ck, piece)
+                tr.set_versionstamped_value(p.dedup_key, versionstamped_cursor_param(p.user_version))
+                for vk in p.view_keys:
+                    tr.set_versionstamped_value(vk, p.view_param)
+            # a blind write (no read): appenders never conflict on the head; watchers wake on every change
+            tr.set_versionstamped_value(head_key, versionstamped_cursor_param(new[-1].user_version))
+            tr.add(self.keys.usage("events"), _le64(len(new)))
+            tr.add(self.keys.usage("bytes"), _le64(sum(p.stored_bytes for p in new)))
+            stamp = tr.get_versionstamp()  # must be requested before commit; resolves after it
+            tr.commit().wait()
+            vs = bytes(stamp.wait())
+            mine = {p.event.event_id: vs + p.user_version.to_bytes(2, "big") for p in new}
+            return [existing.get(i) or mine[i] for i in ids]
+
+        result: list[bytes] = self._run(body, ids)
+        return result
+
+    def _check_quota(self, tr: Any, new: list[_Planned]) -> None:
+        """Snapshot reads keep appenders from conflicting on the counters; the price is that concurrent
+        appenders may together overshoot a limit by their in-flight batches."""
+        snap = tr.snapshot
+        limits = {n: snap.get(self.keys.limit(n)) for n in ("events", "bytes")}
+        max_events = _int_value(limits["events"].value) if limits["events"].present() else None
+        max_bytes = _int_value(limits["bytes"].value) if limits["bytes"].present() else None
+        if max_events is None and max_bytes is None:
+            return
+        used_events = _int_value(_get(snap, self.keys.usage("events"))) or 0
+        used_bytes = _int_value(_get(snap, self.keys.usage("bytes"))) or 0
+        for i, p in enumerate(new):
+            used_events += 1
+            used_bytes += p.stored_bytes
+            if (max_events is not None and used_events > max_events) or (
+                    max_bytes is not None and used_bytes > max_bytes):
+                # order is kept: the first event that does not fit and every new one after it are refused
+                refused = [q.event.event_id for q in new[i:]]
+                raise QuotaExceeded(
+                    f"tenant {self.tenant!r} quota exceeded (limits: {max_events} events, {max_bytes} bytes;"
+                    f" used: {used_events - 1} events, {used_bytes - p.stored_bytes} bytes): "
+                    f"{len(refused)} event(s) not appended", refused)
+
+    def set_quota(self, quota: Quota) -> None:
+        """Write the tenant's limits (an operator action; every agent of the tenant obeys them)."""
+        def body(tr: Any) -> None:
+            for name, value in (("events", quota.max_events), ("bytes", quota.max_bytes)):
+                if value is None:
+                    tr.clear(self.keys.limit(name))
+                else:
+                    tr.set(self.keys.limit(name), _le64(int(value)))
+            tr.commit().wait()
+
+        self._run(body)
+
+    def usage(self) -> dict[str, int]:
+        """The tenant's usage counters, as the quota check sees them."""
+        def body(tr: Any) -> dict[str, int]:
+            return {n: _int_value(_get(tr, self.keys.usage(n))) or 0 for n in ("events", "bytes")}
+
+        result: dict[str, int] = self._run(body)
+        return result
+
+    # ---- read --------------------------------------------------------------------------------------------
+
+    def read(self, stream: str, after: bytes | None, limit: int = 1000) -> list[LogEntry]:
+        validate_stream(stream)
+        after = check_cursor(after)
+        if limit <= 0:
+            return []
+        begin, end = self.keys.log_range(stream)
+        selector = (fdb.KeySelector.first_greater_than(self.keys.log_key(stream, after)) if after is not None
+                    else fdb.KeySelector.first_greater_or_equal(begin))
+        out: list[LogEntry] = []
+        page = READ_PAGE_KEYS
+        while len(out) < limit:
+            want = min(page, limit - len(out))
+            try:
+                entries, last_key = self._run(lambda tr: self._read_page(tr, stream, selector, end, want))
+            except TransientLogError as exc:
+                if isinstance(exc.__cause__, fdb.FDBError) and exc.__cause__.code == _TOO_OLD and page > 1:
+                    page = max(1, page // 4)  # a page of huge events outlived 5 s: shrink it
+                    continue
+                raise
+            out.extend(entries)
+            if len(entries) < want or last_key is None:
+                break
+            selector = fdb.KeySelector.first_greater_than(last_key)  # a fresh, short transaction per page
+        return out
+
+    def _read_page(self, tr: Any, stream: str, selector: Any, end: bytes,
+                   want: int) -> tuple[list[LogEntry], bytes | None]:
+        kvs = list(tr.get_range(selector, end, limit=want))
+        # chunk ranges of every chunked entry are requested together before any is waited on
+        pending: list[tuple[bytes, bytes, Any]] = []
+        for kv in kvs:
+            key, value = bytes(kv.key), bytes(kv.value)
+            cursor = self.keys.cursor_of(stream, key)
+            chunks = None
+            if value[:1] == _MANIFEST:
+                cb, ce = self.keys.chunk_range(stream, cursor)
+                chunks = tr.get_range(cb, ce)
+            pending.append((cursor, value, chunks))
+        entries = [LogEntry(cursor, self._decode(stream, cursor, value, chunks)) for cursor, value, chunks in pending]
+        return entries, (bytes(kvs[-1].key) if kvs else None)
+
+    def _decode(self, stream: str, cursor: bytes, value: bytes, chunks: Any) -> ContextEvent:
+        try:
+            if chunks is not None:
+                count, total, digest = fdb.tuple.unpack(value[1:])
+                blob = b"".join(bytes(kv.value) for kv in chunks)
+                if len(blob) != total or hashlib.sha256(blob).digest() != digest:
+                    raise CodecError(f"chunked entry incomplete: {len(blob)} of {total} bytes in {count} chunks")
+                value = blob
+            return decode(value)
+        except (CodecError, ValueError) as exc:
+            # a corrupt entry fails every read the same way; name it so an operator can find it
+            raise PermanentLogError(f"unreadable event at {stream} cursor {cursor.hex()}: {exc}") from exc
+
+    # ---- wait --------------------------------------------------------------------------------------------
+
+    def head(self, stream: str) -> bytes | None:
+        """The cursor of the newest event of the stream (None if empty)."""
+        key = self.keys.head(validate_stream(stream))
+        result: bytes | None = self._run(lambda tr: _get(tr, key))
+        return result
+
+    def wait(self, stream: str, after: bytes | None, timeout: float) -> bool:
+        validate_stream(stream)
+        after = check_cursor(after)
+        key = self.keys.head(stream)
+        deadline = time.monotonic() + max(0.0, timeout)
+        fallback = 0.05
+        while not self._closed.is_set():
+
+            def arm(tr: Any) -> tuple[bool, Any]:
+                head = _get(tr, key)
+                if head is not None and (after is None or head > after):
+                    return True, None
+                # the watch compares with the value this transaction read and is armed by its commit
+                watch = tr.watch(key)
+                tr.commit().wait()
+                return False, watch
+
+            newer, watch = self._run(arm)
+            if newer:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                watch.cancel()
+                return False
+            outcome = self._wait_watch(watch, remaining)
+            if outcome == "timeout":
+                return False
+            if outcome == "error":
+                # too many watches or a watch error: poll the head at a bounded, growing interval instead
+                pause = min(fallback, max(0.0, deadline - time.monotonic()))
+                fallback = min(fallback * 2, self.watch_fallback_interval)
+                if self._closed.wait(pause) or time.monotonic() >= deadline:
+                    return False
+            # "fired" (or after a fallback pause): a wake-up is only a hint, so re-read the head
+        return False
+
+    def _wait_watch(self, watch: Any, timeout: float) -> str:
+        fired = threading.Event()
+        with self._watch_lock:
+            self._watches.add(watch)
+        try:
+            watch.on_ready(lambda _f: fired.set())
+            if not fired.wait(timeout):
+                watch.cancel()
+                return "timeout"
+            try:
+                watch.wait()
+            except fdb.FDBError as exc:
+                if exc.code == _CANCELLED and self._closed.is_set():
+                    return "timeout"
+                return "error"  # 1032 too_many_watches, 1101 cancelled, or a transient cluster error
+            return "fired"
+        finally:
+            with self._watch_lock:
+                self._watches.discard(watch)
+
+    # ---- lifecycle ---------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop waiters and refuse further calls.  The Database stays: the binding caches it per process."""
+        self._closed.set()
+        with self._watch_lock:
+            watches = list(self._watches)
+        for w in watches:
+            try:
+                w.cancel()
+            except fdb.FDBError:
+                pass  # already fired or released: nothing to stop
+
+    def __enter__(self) -> FdbEventLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,540 @@
+"""The embedded EventLog: one SQLite file, shared by the processes of one machine (or a small team's share).
+
+Same semantics as the FoundationDB adapter, so the sync engine and the contract suite cannot tell them apart:
+
+* **Cursors** are 12 bytes: an 8-byte big-endian commit version, 2 bytes of batch order (always 0 here: SQLite
+  commits one transaction at a time) and a 2-byte big-endian user version, the event's position in its batch.
+  The commit version is a single counter row bumped inside the ``BEGIN IMMEDIATE`` write transaction, so it is
+  strictly increasing in commit order across every process: a reader's snapshot holds every version up to the
+  highest it sees, and no later commit can land behind it.  The counter also moves to at least the current time
+  in microseconds (like FoundationDB's ~1M versions/s), so a log that is deleted and recreated keeps handing out
+  cursors above the ones its readers still hold.
+* **Idempotency**: ``(tenant, stream, event_id)`` is unique; an append looks every id up in the same write
+  transaction, so a replay (or a duplicate inside one batch) returns the original cursor and writes nothing.
+  A batch of nothing but replays does not even bump the clock.
+* **Tenant isolation**: the tenant is the first column of every key and of every query's ``WHERE``; events of
+  another tenant are refused before anything is written.
+
+Durability: WAL with ``synchronous=FULL``.  ``NORMAL`` would be faster, but the sync engine marks outbox rows
+acked once ``append`` returns, so a commit lost to a power cut would lose events for good.
+
+``wait`` — how a reader learns of a commit made by another process without polling tightly: every commit in WAL
+mode writes to the ``-wal`` file, so a process-wide watchdog observer (inotify on Linux, FSEvents on macOS,
+ReadDirectoryChangesW on Windows) watches the log's *directory* (the ``-wal`` file is deleted and recreated when
+the last connection closes, a watch on the file itself would be lost) for modifications of ``<log>-wal`` or
+``<log>``, and bumps a generation counter that waiting threads block on.  Waiters never trust a wake-up: they
+re-run a cheap indexed "is there anything after my cursor" query.  A commit in the same process pokes the
+waiters directly, without the file system round trip.  As a safety net for missed notifications (network file
+systems, FSEvents coalescing) a waiter re-checks every ``recheck_interval`` (1 s); where no notification is
+available (``notify=False``, watch limits exhausted, a platform where watchdog would poll) it re-checks every
+50 ms — a bounded wait on a condition, never a spin.  The observer starts with the first wait that has to block
+and stops when the last log of the process that waited is closed.
+
+Several threads may share one ``SqliteEventLog`` (one connection behind a lock); each process opens its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import apsw
+import apsw.bestpractice
+
+from cxsync.sync.events import CodecError, ContextEvent, decode, encode
+from cxsync.sync.port import (
+    LogEntry,
+    LogError,
+    PermanentLogError,
+    TransientLogError,
+    check_cursor,
+    validate_name,
+    validate_stream,
+)
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x63785367  # "cxSg": marks the file as a cxsync event log
+MAX_BATCH = 1 << 16  # the user version is 2 bytes
+DEFAULT_BUSY_TIMEOUT_MS = 5_000
+DEFAULT_RECHECK_WITH_NOTIFY = 1.0
+DEFAULT_RECHECK_WITHOUT_NOTIFY = 0.05
+
+_CURSOR = struct.Struct(">QHH")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS clock(
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO clock(id, version) VALUES (1, 0);
+CREATE TABLE IF NOT EXISTS events(
+    seq INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    cursor BLOB NOT NULL,
+    event_id TEXT NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_by_cursor ON events(tenant, stream, cursor);
+CREATE UNIQUE INDEX IF NOT EXISTS events_by_id ON events(tenant, stream, event_id);
+"""
+_OUR_TABLES = {"clock", "events"}
+
+# Failures that say "not now" rather than "never": another writer holds the lock, the disk or the share is
+# gone for a moment, the file cannot be opened yet.
+_TRANSIENT = (
+    apsw.BusyError,
+    apsw.LockedError,
+    apsw.IOError,
+    apsw.CantOpenError,
+    apsw.FullError,
+    apsw.ReadOnlyError,
+    apsw.ProtocolError,
+    apsw.InterruptError,
+)
+_PERMANENT = (apsw.CorruptError, apsw.NotADBError)
+
+
+class SqliteEventLog:
+    """An EventLog on a SQLite file (see the module docstring for the guarantees and the wake-up mechanism)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        tenant: str,
+        *,
+        busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+        notify: bool = True,
+        recheck_interval: float | None = None,
+    ) -> None:
+        self.tenant = validate_name("tenant", tenant)
+        self.path = Path(os.path.abspath(os.fspath(path)))
+        self._busy_timeout_ms = busy_timeout_ms
+        self._notify = notify
+        self._recheck_interval = recheck_interval
+        self._lock = threading.RLock()
+        self._pid = os.getpid()
+        self._closed = False
+        self._signal = _Signal()
+        self._subscribed = False
+        self._watch_dir, self._watch_files = _watch_target(self.path)
+        self._conn: apsw.Connection | None = None
+        with self._lock:
+            self._connection()  # fail early with a clear message; later failures reconnect lazily
+
+    def __repr__(self) -> str:
+        return f"SqliteEventLog({str(self.path)!r}, tenant={self.tenant!r})"
+
+    def __enter__(self) -> SqliteEventLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- the port ---------------------------------------------------------------------------------------
+
+    def append(self, stream: str, events: Sequence[ContextEvent]) -> list[bytes]:
+        validate_stream(stream)
+        events = list(events)
+        if not events:
+            return []
+        foreign = [e.event_id for e in events if e.tenant != self.tenant]
+        if foreign:
+            raise PermanentLogError(
+                f"events of another tenant cannot be appended to tenant {self.tenant!r}'s log: {', '.join(foreign)}",
+                foreign,
+            )
+        if len(events) > MAX_BATCH:
+            raise PermanentLogError(
+                f"a batch holds at most {MAX_BATCH} events, got {len(events)}: split it",
+                [e.event_id for e in events[MAX_BATCH:]],
+            )
+        payloads = [encode(e) for e in events]  # compress outside the write lock
+        with self._lock, self._sqlite("append to"):
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                cursors = self._append_locked(conn, stream, events, payloads)
+                conn.execute("COMMIT")
+            except BaseException:
+                if not conn.getautocommit():
+                    conn.execute("ROLLBACK")
+                raise
+        _NOTIFIER.poke(self._watch_dir, self._watch_files)
+        return cursors
+
+    def read(self, stream: str, after: bytes | None, limit: int = 1000) -> list[LogEntry]:
+        validate_stream(stream)
+        after = check_cursor(after)
+        if not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        with self._lock, self._sqlite("read from"):
+            rows = self._connection().execute(
+                "SELECT cursor, event_id, payload FROM events WHERE tenant = ? AND stream = ? AND cursor > ?"
+                " ORDER BY cursor LIMIT ?",
+                (self.tenant, stream, after or b"", limit),
+            ).fetchall()
+        return [LogEntry(bytes(cursor), self._decode(stream, cursor, eid, payload)) for cursor, eid, payload in rows]
+
+    def wait(self, stream: str, after: bytes | None, timeout: float) -> bool:
+        validate_stream(stream)
+        after = check_cursor(after)
+        deadline = time.monotonic() + max(0.0, timeout)
+        if self._has_newer(stream, after):
+            return True
+        if timeout <= 0:
+            return False
+        notified = self._subscribe()
+        interval = self._recheck_interval or (
+            DEFAULT_RECHECK_WITH_NOTIFY if notified else DEFAULT_RECHECK_WITHOUT_NOTIFY
+        )
+        while True:
+            # Take the generation *before* looking: a commit between the look and the wait still wakes us.
+            generation = self._signal.generation()
+            try:
+                if self._has_newer(stream, after):
+                    return True
+            except PermanentLogError:
+                if self._closed:
+                    return False  # close() wakes waiters so that worker threads can stop
+                raise
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._signal.wait_past(generation, min(remaining, interval))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            conn, self._conn = self._conn, None
+            if conn is not None and self._pid == os.getpid():
+                try:
+                    conn.pragma("optimize")
+                except apsw.Error:
+                    pass  # a courtesy; the next opener can do it
+                conn.close()
+        if self._subscribed:
+            _NOTIFIER.unsubscribe(self._watch_dir, self._signal)
+        self._signal.bump()
+
+    # ---- internals --------------------------------------------------------------------------------------
+
+    def _append_locked(
+        self, conn: apsw.Connection, stream: str, events: list[ContextEvent], payloads: list[bytes]
+    ) -> list[bytes]:
+        first_at: dict[str, int] = {}  # event_id -> position of its first occurrence in this batch
+        for i, event in enumerate(events):
+            first_at.setdefault(event.event_id, i)
+        cursor_of: dict[str, bytes] = {}
+        new: list[int] = []
+        for event_id, i in first_at.items():
+            row = conn.execute(
+                "SELECT cursor FROM events WHERE tenant = ? AND stream = ? AND event_id = ?",
+                (self.tenant, stream, event_id),
+            ).fetchone()
+            if row is None:
+                new.append(i)
+            else:
+                cursor_of[event_id] = bytes(row[0])
+        if new:
+            (version,) = conn.execute(
+                "UPDATE clock SET version = max(version + 1, ?) WHERE id = 1 RETURNING version",
+                (time.time_ns() // 1000,),
+            ).fetchone()
+            for i in new:
+                cursor_of[events[i].event_id] = _CURSOR.pack(version, 0, i)
+            conn.executemany(
+                "INSERT INTO events(tenant, stream, cursor, event_id, payload) VALUES (?, ?, ?, ?, ?)",
+                [(self.tenant, stream, cursor_of[events[i].event_id], events[i].event_id, payloads[i]) for i in new],
+            )
+        return [cursor_of[e.event_id] for e in events]
+
+    def _has_newer(self, stream: str, after: bytes | None) -> bool:
+        with self._lock, self._sqlite("read from"):
+            row = self._connection().execute(
+                "SELECT 1 FROM events WHERE tenant = ? AND stream = ? AND cursor > ? LIMIT 1",
+                (self.tenant, stream, after or b""),
+            ).fetchone()
+        return row is not None
+
+    def _decode(self, stream: str, cursor: bytes, event_id: str, payload: bytes) -> ContextEvent:
+        try:
+            event = decode(payload)
+        except CodecError as exc:
+            raise PermanentLogError(
+                f"corrupt event {event_id} at cursor {bytes(cursor).hex()} in stream {stream!r} of {self.path}: {exc}",
+                [event_id],
+            ) from exc
+        if event.tenant != self.tenant:  # cannot happen through append; a hand-edited or damaged file
+            raise PermanentLogError(
+                f"event {event_id} at cursor {bytes(cursor).hex()} in {self.path} belongs to tenant"
+                f" {event.tenant!r}, not {self.tenant!r}",
+                [event_id],
+            )
+        return event
+
+    def _subscribe(self) -> bool:
+        if not self._notify:
+            return False
+        with self._lock:
+            if not self._subscribed and not self._closed:
+                self._subscribed = _NOTIFIER.subscribe(self._watch_dir, self._watch_files, self._signal)
+            return self._subscribed
+
+    def _connection(self) -> apsw.Connection:
+        """The open connection, (re)opened on demand: a share that went away may come back."""
+        if self._closed:
+            raise PermanentLogError(f"{self!r} is closed")
+        if self._pid != os.getpid():
+            raise PermanentLogError(f"{self!r} was opened in another process (fork): open a new log in this one")
+        if self._conn is None:
+            self._conn = self._open()
+        return self._conn
+
+    def _open(self) -> apsw.Connection:
+        parent = self.path.parent
+        if not parent.is_dir():
+            what = "is not a directory" if parent.exists() else "does not exist"
+            raise TransientLogError(
+                f"cannot open the sqlite event log {self.path}: its folder {parent} {what}"
+                " (an unmounted share? create the folder or fix sync.target)"
+            )
+        try:
+            conn = apsw.Connection(str(self.path), flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
+        except apsw.Error as exc:
+            raise TransientLogError(f"cannot open the sqlite event log {self.path}: {exc}") from exc
+        try:
+            self._configure(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _configure(self, conn: apsw.Connection) -> None:
+        # Per connection rather than apsw.bestpractice.apply(): that is process-wide and belongs to the agent.
+        with self._sqlite("open"):
+            conn.set_busy_timeout(self._busy_timeout_ms)
+            apsw.bestpractice.connection_dqs(conn)
+            apsw.bestpractice.connection_optimize(conn)
+            mode = conn.pragma("journal_mode", "wal")
+            if str(mode).lower() != "wal":
+                log.warning("%s: WAL is not available here (journal_mode=%s); sharing is slower", self.path, mode)
+            conn.pragma("synchronous", "FULL")
+            conn.pragma("journal_size_limit", 64 << 20)
+            conn.execute("BEGIN IMMEDIATE")  # two processes creating the schema at once: one does it
+            try:
+                self._check_or_create_schema(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if not conn.getautocommit():
+                    conn.execute("ROLLBACK")
+                raise
+
+    def _check_or_create_schema(self, conn: apsw.Connection) -> None:
+        app_id = conn.pragma("application_id")
+        version = conn.pragma("user_version")
+        if app_id not in (0, APPLICATION_ID):
+            raise PermanentLogError(f"{self.path} is another application's SQLite database, not a cxsync event log")
+        if app_id == 0:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
+            if tables - _OUR_TABLES:
+                raise PermanentLogError(
+                    f"{self.path} is another SQLite database (tables {', '.join(sorted(tables))}), not a cxsync"
+                    " event log: point sync.target at a file of its own"
+                )
+        elif version > SCHEMA_VERSION:
+            raise PermanentLogError(
+                f"{self.path} was written by a newer cxsync (log schema {version}, this one knows {SCHEMA_VERSION})"
+            )
+        conn.execute(_SCHEMA)
+        conn.pragma("application_id", APPLICATION_ID)
+        conn.pragma("user_version", SCHEMA_VERSION)
+
+    @contextmanager
+    def _sqlite(self, action: str) -> Iterator[None]:
+        """Translate SQLite failures into the port's errors (callers hold ``self._lock``)."""
+        try:
+            yield
+        except LogError:
+            raise
+        except _PERMANENT as exc:
+            raise PermanentLogError(f"cannot {action} the sqlite event log {self.path}: {exc}") from exc
+        except apsw.ConnectionClosedError as exc:
+            raise PermanentLogError(f"{self!r} is closed") from exc
+        except apsw.Error as exc:
+            if isinstance(exc, (apsw.IOError, apsw.CantOpenError)) and self._conn is not None:
+                # The file may have gone with its share: reopen on the next call instead of reusing the handle.
+                conn, self._conn = self._conn, None
+                try:
+                    conn.close()
+                except apsw.Error:
+                    pass
+            kind = "busy" if isinstance(exc, (apsw.BusyError, apsw.LockedError)) else "unavailable"
+            if not isinstance(exc, _TRANSIENT):
+                kind = "failed"
+            raise TransientLogError(f"cannot {action} the sqlite event log {self.path} ({kind}): {exc}") from exc
+
+
+# ---- change notification ----------------------------------------------------------------------------------
+
+
+class _Signal:
+    """A generation counter: ``bump`` wakes every thread waiting for the generation to move on."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._generation = 0
+
+    def generation(self) -> int:
+        with self._cond:
+            return self._generation
+
+    def bump(self) -> None:
+        with self._cond:
+            self._generation += 1
+            self._cond.notify_all()
+
+    def wait_past(self, generation: int, timeout: float) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._generation != generation, timeout)
+
+
+def _watch_target(path: Path) -> tuple[str, frozenset[str]]:
+    """The directory to watch and the files in it whose change means "a commit happened"."""
+    real = os.path.realpath(path)  # SQLite names the -wal after the resolved path, and so does inotify
+    directory = os.path.dirname(real)
+    return directory, frozenset({real, real + "-wal"})
+
+
+class _DirHandler:
+    """Fans the file events of one watched directory out to the signals of the logs that live in it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subs: dict[_Signal, frozenset[str]] = {}
+
+    def add(self, files: frozenset[str], signal: _Signal) -> None:
+        with self._lock:
+            self._subs[signal] = files
+
+    def remove(self, signal: _Signal) -> bool:
+        """Forget ``signal``; True when nobody is left."""
+        with self._lock:
+            self._subs.pop(signal, None)
+            return not self._subs
+
+    def fire(self, paths: set[str]) -> None:
+        with self._lock:
+            targets = [sig for sig, files in self._subs.items() if files & paths]
+        for sig in targets:
+            sig.bump()
+
+    # the watchdog handler interface (duck-typed: dispatch is all the observer calls)
+    def dispatch(self, event: Any) -> None:
+        paths = {os.fsdecode(event.src_path)}
+        if getattr(event, "dest_path", ""):
+            paths.add(os.fsdecode(event.dest_path))
+        self.fire(paths)
+
+
+class _Notifier:
+    """Process-wide: one watchdog observer, one watch per directory holding a waited-on log."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._observer: Any = None
+        self._dirs: dict[str, tuple[Any, _DirHandler]] = {}
+        self._warned: set[str] = set()
+
+    def subscribe(self, directory: str, files: frozenset[str], signal: _Signal) -> bool:
+        """Route changes of ``files`` to ``signal``; False when this platform or directory cannot be watched."""
+        with self._lock:
+            self._forget_parent_process()
+            entry = self._dirs.get(directory)
+            if entry is None:
+                try:
+                    entry = self._watch(directory)
+                except Exception as exc:  # watch limits, missing inotify, …: fall back to re-checking
+                    if directory not in self._warned:
+                        self._warned.add(directory)
+                        log.warning("cannot watch %s for commits (%s); waiters will re-check every %.0f ms",
+                                    directory, exc, DEFAULT_RECHECK_WITHOUT_NOTIFY * 1000)
+                    self._stop_if_idle()
+                    return False
+                self._dirs[directory] = entry
+            entry[1].add(files, signal)
+            return True
+
+    def unsubscribe(self, directory: str, signal: _Signal) -> None:
+        with self._lock:
+            self._forget_parent_process()
+            entry = self._dirs.get(directory)
+            if entry is None or not entry[1].remove(signal):
+                return
+            del self._dirs[directory]
+            try:
+                self._observer.unschedule(entry[0])
+            except Exception:  # the directory may be gone; the watch with it
+                log.debug("unschedule %s failed", directory, exc_info=True)
+            self._stop_if_idle()
+
+    def poke(self, directory: str, files: frozenset[str]) -> None:
+        """A commit in this process: wake its waiters without waiting for the file system."""
+        with self._lock:
+            entry = self._dirs.get(directory) if self._pid == os.getpid() else None
+        if entry is not None:
+            entry[1].fire(set(files))
+
+    def active(self) -> bool:
+        with self._lock:
+            return self._observer is not None and self._pid == os.getpid()
+
+    def _watch(self, directory: str) -> tuple[Any, _DirHandler]:
+        from watchdog.events import FileCreatedEvent, FileModifiedEvent, FileMovedEvent
+        from watchdog.observers import Observer
+        from watchdog.observers.polling import PollingObserver
+
+        if self._observer is None:
+            observer = Observer()
+            if isinstance(observer, PollingObserver):
+                raise OSError("no native file notification on this platform")
+            observer.name = "cxsync-log-watch"
+            observer.daemon = True
+            observer.start()
+            self._observer = observer
+        handler = _DirHandler()
+        # Only writes and creations: readers open and read the files all the time and must not wake anyone.
+        watch = self._observer.schedule(
+            handler, directory, event_filter=[FileModifiedEvent, FileCreatedEvent, FileMovedEvent]
+        )
+        return watch, handler
+
+    def _stop_if_idle(self) -> None:
+        if self._dirs or self._observer is None:
+            return
+        observer, self._observer = self._observer, None
+        observer.stop()
+        observer.join(timeout=5)
+        if observer.is_alive():
+            log.warning("the log watch thread did not stop within 5 s")
+
+    def _forget_parent_process(self) -> None:
+        # After fork the observer's threads did not come along; start afresh in the child.
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._observer = None
+            self._dirs.clear()
+
+
+_NOTIFIER = _Notifier()
