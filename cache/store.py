@@ -18,6 +18,19 @@ from cxsync.cache.db import connect, now_iso
 from cxsync.cache import search as _search
 from cxsync.sync import events as ev
 
+def _locked(fn: Any) -> Any:
+    """Serialise a read on the shared writer connection with the writes of other threads: on one connection a
+    read issued while another thread is inside a transaction would see that transaction's uncommitted rows."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(self: "Cache", *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return fn(self, *args, **kwargs)
+
+    return wrapper
+
+
 FILE_COLS = ("path", "kind", "session_id", "inode", "dev", "offset", "line_no", "head_len", "head_hash", "size",
              "mtime")
 
@@ -78,11 +91,13 @@ class Cache(_search.Queries):
 
     # ---- ingest support -------------------------------------------------------------------------------------
 
+    @_locked
     def file_state(self, path: str) -> dict[str, Any] | None:
         row = self.conn.execute(f"SELECT {', '.join(FILE_COLS)}, malformed, status FROM files WHERE path=?",
                                 (path,)).fetchone()
         return dict(zip(FILE_COLS + ("malformed", "status"), row)) if row else None
 
+    @_locked
     def files(self) -> list[dict[str, Any]]:
         cols = FILE_COLS + ("malformed", "status")
         return [dict(zip(cols, r)) for r in self.conn.execute(f"SELECT {', '.join(cols)} FROM files ORDER BY path")]
@@ -91,6 +106,7 @@ class Cache(_search.Queries):
         with self._lock, self.conn:
             self.conn.execute("UPDATE files SET status='deleted', updated_at=? WHERE path=?", (now_iso(), path))
 
+    @_locked
     def known_messages(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
         """For ingest's dedup and merging: what we already hold for these message keys."""
         out: dict[str, dict[str, Any]] = {}
@@ -103,6 +119,7 @@ class Cache(_search.Queries):
                 out[key] = {"session": session, "parts": parts, "event": payload}
         return out
 
+    @_locked
     def known_sessions(self, ids: Iterable[str]) -> set[str]:
         ids = list(ids)
         if not ids:
@@ -110,6 +127,7 @@ class Cache(_search.Queries):
         q = "SELECT session_id FROM sessions WHERE session_id IN (%s)" % ",".join("?" * len(ids))
         return {r[0] for r in self.conn.execute(q, ids)}
 
+    @_locked
     def known_records(self, keys: Iterable[str]) -> set[str]:
         keys = list(keys)
         out: set[str] = set()
@@ -121,6 +139,7 @@ class Cache(_search.Queries):
 
     # ---- outbox ---------------------------------------------------------------------------------------------
 
+    @_locked
     def pending(self, max_events: int = 500, max_bytes: int = 4_000_000, stream: str | None = None) -> list[OutboxRow]:
         """The oldest pending outbox rows, bounded by count and bytes (at least one row if any is pending)."""
         q = ("SELECT o.seq, o.stream, e.event_id, e.payload, o.attempts FROM outbox o JOIN events e"
@@ -152,12 +171,14 @@ class Cache(_search.Queries):
             self.conn.execute("UPDATE outbox SET state='pending' WHERE state='quarantined'")
             return self.conn.changes()
 
+    @_locked
     def outbox_counts(self) -> dict[str, int]:
         counts = {"pending": 0, "acked": 0, "quarantined": 0}
         for state, n in self.conn.execute("SELECT state, count(*) FROM outbox GROUP BY state"):
             counts[state] = n
         return counts
 
+    @_locked
     def quarantined(self, limit: int = 20) -> list[dict[str, Any]]:
         return [{"seq": s, "stream": st, "event_id": e, "error": err, "attempts": a} for s, st, e, err, a in
                 self.conn.execute("SELECT o.seq, o.stream, e.event_id, o.last_error, o.attempts FROM outbox o"
@@ -166,14 +187,17 @@ class Cache(_search.Queries):
 
     # ---- cursors and state ----------------------------------------------------------------------------------
 
+    @_locked
     def cursor(self, stream: str) -> bytes | None:
         row = self.conn.execute("SELECT cursor FROM cursors WHERE stream=?", (stream,)).fetchone()
         return bytes(row[0]) if row and row[0] is not None else None
 
+    @_locked
     def cursors(self) -> dict[str, dict[str, Any]]:
         return {s: {"cursor": bytes(c).hex() if c else None, "updated_at": u}
                 for s, c, u in self.conn.execute("SELECT stream, cursor, updated_at FROM cursors ORDER BY stream")}
 
+    @_locked
     def get_state(self, key: str, default: Any = None) -> Any:
         row = self.conn.execute("SELECT value FROM state WHERE key=?", (key,)).fetchone()
         return orjson.loads(row[0]) if row else default
@@ -196,6 +220,7 @@ class Cache(_search.Queries):
             last = rows[-1][0]
             yield [(eid, bytes(p)) for _, eid, p in rows]
 
+    @_locked
     def session_records(self, session: str) -> list[dict[str, Any]]:
         return [{"key": k, "type": t, "line": line, "raw": zlib.decompress(raw).decode("utf-8", "surrogatepass")}
                 for k, t, line, raw in self.conn.execute(

@@ -1,0 +1,47 @@
+"""Wiring shared by the CLI and the supervisor: the writable cache with its router, the ingestor, the log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cxsync.agent.config import Config
+from cxsync.agent.discovery import resolve_roots
+
+
+def identity(cfg: Config) -> Any:
+    from cxsync.sync.events import Identity
+
+    return Identity(cfg.identity.tenant, cfg.identity.user, cfg.identity.machine)
+
+
+def writable_cache(cfg: Config, path: Path | None = None) -> Any:
+    from cxsync.cache import open_cache
+    from cxsync.sync.events import route
+
+    publish = cfg.sync.publish
+    cfg.paths.ensure()
+    return open_cache(path or cfg.paths.cache_db, route=lambda e: route(e, publish))
+
+
+def roots(cfg: Config) -> list[Path]:
+    return resolve_roots(cfg.roots)
+
+
+def ingestor(cfg: Config, cache: Any) -> Any:
+    from cxsync.agent.ingest import Ingestor
+
+    return Ingestor(cache, identity(cfg), roots(cfg))
+
+
+def open_log(cfg: Config) -> Any:
+    """The configured EventLog; a clear error when sync is not configured."""
+    from cxsync.agent.errors import ConfigError
+    from cxsync.sync.targets import open_log as _open
+
+    if not cfg.sync.enabled:
+        raise ConfigError("sync is not configured",
+                          f'set [sync] target = "sqlite:/path/to/log.db" (or "fdb") in {cfg.source}, '
+                          "or CXSYNC_SYNC_TARGET")
+    return _open(cfg.sync.target, cfg.identity.tenant, api_version=cfg.sync.api_version,
+                 tls=dict(cfg.sync.tls) or None, cluster_file=cfg.sync.cluster_file)

@@ -1,0 +1,113 @@
+"""The ``cxsync`` command line.  Commands live in topic modules (cli_query, cli_admin, cli_agent, cli_desktop),
+each importing its heavy modules inside the command so that ``cxsync status`` starts fast.
+
+Exit codes: 0 ok, 1 error, 2 usage/config, 3 agent not running, 4 no credentials.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any, NoReturn
+
+import click
+
+from cxsync.agent.errors import EXIT_ERROR, CxError
+
+log = logging.getLogger("cxsync")
+
+
+class Ctx:
+    def __init__(self, debug: bool) -> None:
+        self.debug = debug
+
+    def config(self, **overrides: Any) -> Any:
+        from cxsync.agent.config import load_config
+
+        return load_config({k: v for k, v in overrides.items() if v is not None})
+
+
+def emit_json(data: Any) -> None:
+    import orjson
+
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode() + "\n")
+
+
+def fail(exc: CxError) -> NoReturn:
+    click.echo(f"Error: {exc.title}", err=True)
+    if exc.hint:
+        click.echo(f"Hint: {exc.hint}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def _translate(exc: BaseException) -> CxError | None:
+    """Known failures from the lower layers, turned into titled errors."""
+    from cxsync.agent.errors import ConfigError
+
+    name = type(exc).__name__
+    title = getattr(exc, "title", None)
+    if isinstance(exc, CxError):
+        return exc
+    if name in ("CacheError", "QueryError", "CodecError"):
+        err = CxError(title or str(exc), getattr(exc, "hint", ""))
+        if name == "QueryError":
+            err.exit_code = 2
+        return err
+    if isinstance(exc, ValueError) and type(exc).__module__.startswith("cxsync"):
+        return ConfigError(str(exc))
+    mod = type(exc).__module__ or ""
+    if mod.startswith("cxsync.sync"):
+        return CxError(str(exc), getattr(exc, "hint", "") or "see `cxsync status` and the log file")
+    return None
+
+
+class CxGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+        except BaseException as exc:  # noqa: BLE001 - every failure gets a title, tracebacks only with --debug
+            obj = ctx.obj
+            if obj is not None and getattr(obj, "debug", False):
+                raise
+            err = _translate(exc)
+            if err is None:
+                log.debug("unexpected error", exc_info=True)
+                err = CxError(f"unexpected error: {type(exc).__name__}: {exc}",
+                              "run again with --debug for the traceback, and report it")
+                err.exit_code = EXIT_ERROR
+            fail(err)
+
+
+@click.group(cls=CxGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
+@click.version_option(package_name="cxsync")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """cxsync — capture every Claude Code session, search it offline, sync it across machines."""
+    ctx.obj = Ctx(debug)
+    level = logging.DEBUG if debug else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if os.environ.get("NO_COLOR"):
+        os.environ.setdefault("TERM", "dumb")
+
+
+def _register() -> None:
+    from cxsync.agent import cli_admin, cli_agent, cli_query
+
+    cli_query.register(main)
+    cli_admin.register(main)
+    cli_agent.register(main)
+    try:
+        from cxsync.agent import cli_desktop
+    except ImportError:  # pragma: no cover - the desktop commands ship with the package
+        return
+    cli_desktop.register(main)
+
+
+_register()

@@ -1,0 +1,106 @@
+"""Commands that change the cache or show the set-up: import, paths, rebuild, config."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from cxsync.agent.cli import Ctx, emit_json
+
+
+def register(main: click.Group) -> None:
+    @main.command("import")
+    @click.option("--root", "roots", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+                  help="Transcript root (a Claude home or its projects folder); repeatable. Default: discovered.")
+    @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+    @click.pass_obj
+    def import_(obj: Ctx, roots: tuple[Path, ...], as_json: bool) -> None:
+        """Capture every transcript under the roots into the cache (one-shot backfill; repeatable)."""
+        from cxsync.agent import app
+        from cxsync.agent.errors import CxError
+
+        cfg = obj.config(**{"transcripts.roots": [str(r) for r in roots] if roots else None})
+        found = [r for r in app.roots(cfg) if r.exists()]
+        if not found:
+            raise CxError("no transcript folder found: looked in " + ", ".join(str(r) for r in app.roots(cfg)),
+                          "pass --root DIR, set CLAUDE_CONFIG_DIR, or [transcripts] roots in the config")
+        with app.writable_cache(cfg) as cache:
+            ing = app.ingestor(cfg, cache)
+            show_bar = sys.stderr.isatty() and not as_json
+            if show_bar:
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+                with Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(),
+                              TextColumn("{task.description}"), transient=True) as bar:
+                    task = bar.add_task("", total=None)
+
+                    def progress(tf: object, i: int, n: int) -> None:
+                        bar.update(task, completed=i, total=n, description=str(getattr(tf, "path", ""))[-60:])
+
+                    stats = ing.import_all(progress)
+            else:
+                stats = ing.import_all()
+        d = stats.as_dict()
+        if as_json:
+            emit_json({k: d[k] for k in ("files", "records", "messages", "sessions", "skipped_lines", "bytes",
+                                         "errors")})
+        else:
+            click.echo(f"{d['files']} files, {d['records']} records: {d['messages']} new messages, "
+                       f"{d['sessions']} new sessions, {d['skipped_lines']} skipped lines")
+        for e in stats.errors:
+            click.echo(f"warning: {e}", err=True)
+
+    @main.command()
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_obj
+    def paths(obj: Ctx, as_json: bool) -> None:
+        """Print where cxsync keeps its config, cache, logs and runtime files, and the transcript roots."""
+        from cxsync.agent import app
+
+        cfg = obj.config()
+        data = {**cfg.paths.as_dict(), "transcript_roots": [str(r) for r in app.roots(cfg)]}
+        if as_json:
+            emit_json(data)
+            return
+        for k, v in data.items():
+            click.echo(f"{k:17} {', '.join(v) if isinstance(v, list) else v}")
+
+    @main.command()
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_obj
+    def config(obj: Ctx, as_json: bool) -> None:
+        """Print the effective configuration (file, env and defaults merged)."""
+        cfg = obj.config()
+        data = cfg.as_dict()
+        if as_json:
+            emit_json(data)
+            return
+        import orjson
+
+        click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+
+    @main.command()
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_obj
+    def rebuild(obj: Ctx, as_json: bool) -> None:
+        """Rebuild the cache from its stored events (a fresh database, then swapped in atomically)."""
+        from cxsync.agent import app
+        from cxsync.cache.rebuild import rebuild_cache
+
+        from cxsync.agent.errors import CxError
+        from cxsync.agent.lock import holder
+
+        cfg = obj.config()
+        cfg.paths.ensure()
+        pid = holder(cfg.paths.lock_file)
+        if pid:
+            raise CxError(f"the agent is running (pid {pid})", "stop it first: `cxsync stop`")
+        stats = rebuild_cache(cfg.paths.cache_db, lambda p: app.writable_cache(cfg, p))
+        if as_json:
+            emit_json(stats)
+        else:
+            click.echo(f"rebuilt {stats['events']} events into {stats['messages']} messages in "
+                       f"{stats['sessions']} sessions")

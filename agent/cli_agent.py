@@ -1,0 +1,122 @@
+"""The agent and its controls: run, status, pause, resume, sync-now, stop, sync --once."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+import click
+
+from cxsync.agent.cli import Ctx, emit_json
+
+
+def _fmt_status(s: dict) -> str:  # type: ignore[type-arg]
+    lines = [f"state        {s['state']}" + (f" (pid {s['pid']}, up {s['uptime_s']:.0f}s)" if s.get("uptime_s") else "")]
+    lines.append(f"cache        {s['messages']} messages in {s['sessions']} sessions")
+    lines.append(f"watching     {s['transcripts_watched']} transcripts")
+    imp = s["import"]
+    if imp["total"]:
+        lines.append(f"import       {imp['done']}/{imp['total']} files")
+    lines.append(f"sync target  {s['target']}")
+    lines.append(f"outbox       {s['outbox']} pending" + (f", {s['quarantined']} quarantined" if s["quarantined"] else ""))
+    lines.append(f"last push    {s['last_push'] or 'never'}")
+    lines.append(f"last pull    {s['last_pull'] or 'never'}")
+    for name, st in s["streams"].items():
+        lag = f", lag {st['lag_s']}s" if st.get("lag_s") is not None else ""
+        lines.append(f"stream       {name}: cursor {st['cursor'] or '-'}{lag}")
+    lines.append(f"credentials  {s['credential_backend'] or 'unknown'}")
+    if s.get("last_error"):
+        lines.append(f"last error   {s['last_error'].get('title')}")
+        if s["last_error"].get("hint"):
+            lines.append(f"  hint       {s['last_error']['hint']}")
+    return "\n".join(lines)
+
+
+def register(main: click.Group) -> None:
+    @main.command()
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_obj
+    def status(obj: Ctx, as_json: bool) -> None:
+        """Show the agent's state, cache, outbox and sync cursors (works with the agent stopped: exit 3)."""
+        from cxsync.agent.status import collect
+
+        s = collect(obj.config())
+        if as_json:
+            emit_json(s)
+        else:
+            click.echo(_fmt_status(s))
+        if s["state"] == "not-running":
+            sys.exit(3)
+
+    @main.command()
+    @click.option("--polling", is_flag=True, help="Watch by polling instead of OS notifications.")
+    @click.pass_obj
+    def run(obj: Ctx, polling: bool) -> None:
+        """Run the agent in the foreground until SIGTERM/SIGINT or `cxsync stop`."""
+        from cxsync.agent.supervisor import AlreadyRunning, Supervisor
+
+        cfg = obj.config()
+        sup = Supervisor(cfg, force_polling=polling or None)
+        try:
+            sup.start()
+        except AlreadyRunning as exc:
+            click.echo(f"cxsync is already running (pid {exc.pid})")
+            return
+        done = threading.Event()
+
+        def on_signal(signum: int, frame: object) -> None:
+            sup.stop_event.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        click.echo(f"cxsync agent running (pid {__import__('os').getpid()}); logs in {cfg.paths.log_file}", err=True)
+        while not sup.stop_event.wait(3600):
+            pass
+        stragglers = sup.stop(timeout=10.0)
+        done.set()
+        if stragglers:
+            click.echo(f"warning: threads did not stop in time: {', '.join(stragglers)}", err=True)
+
+    def _control(name: str, help_text: str) -> None:
+        @main.command(name=name, help=help_text)
+        @click.option("--json", "as_json", is_flag=True)
+        @click.pass_obj
+        def cmd(obj: Ctx, as_json: bool) -> None:
+            from cxsync.agent.control import send
+
+            reply = send(obj.config().paths, name)
+            if as_json:
+                emit_json(reply)
+            else:
+                click.echo(f"{name}: ok" if reply.get("ok") else f"{name}: {reply.get('error')}")
+
+    _control("pause", "Pause capture and sync in the running agent.")
+    _control("resume", "Resume capture and sync in the running agent.")
+    _control("sync-now", "Ask the running agent to push and pull now.")
+    _control("stop", "Stop the running agent.")
+
+    @main.command()
+    @click.option("--once", is_flag=True, required=True, help="Push, pull until caught up, then exit.")
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_obj
+    def sync(obj: Ctx, once: bool, as_json: bool) -> None:
+        """Sync with the event log once: push the outbox, then pull every subscribed stream."""
+        from cxsync.agent import app
+        from cxsync.sync.engine import SyncEngine
+
+        cfg = obj.config()
+        event_log = app.open_log(cfg)
+        try:
+            with app.writable_cache(cfg) as cache:
+                engine = SyncEngine(cache, event_log, tenant=cfg.identity.tenant, subscribe=cfg.sync.subscribe,
+                                    batch_events=cfg.sync.batch_events, batch_bytes=cfg.sync.batch_bytes)
+                summary = engine.sync_once()
+        finally:
+            event_log.close()
+        if as_json:
+            emit_json(summary)
+        else:
+            pulled = sum(p["applied"] for p in summary["pulled"].values())
+            click.echo(f"pushed {summary['pushed']}, pulled {pulled} new events; outbox {summary['outbox']}"
+                       + (f", {summary['quarantined']} quarantined" if summary["quarantined"] else ""))

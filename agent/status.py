@@ -1,0 +1,93 @@
+"""``cxsync status``: the truth about the agent, read from persisted state so it works with the agent stopped.
+
+Kept light on imports (no watchdog, no keyring unless needed, never fdb or pystray): it must start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from cxsync.agent.config import Config
+from cxsync.agent.lock import holder
+
+STATES = ("idle", "syncing", "offline", "paused", "error", "needs-auth", "not-running")
+
+
+def read_agent_file(cfg: Config) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads(cfg.paths.agent_state.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return None
+
+
+def _age(iso: str | None) -> float | None:
+    if not iso:
+        return None
+    try:
+        t = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return max(0.0, (datetime.now(timezone.utc) - t).total_seconds())
+
+
+def collect(cfg: Config) -> dict[str, Any]:
+    pid = holder(cfg.paths.lock_file)
+    agent = read_agent_file(cfg) if pid else None
+    out: dict[str, Any] = {
+        "state": "not-running",
+        "pid": pid,
+        "uptime_s": None,
+        "transcripts_watched": 0,
+        "messages": 0,
+        "sessions": 0,
+        "import": {"done": 0, "total": 0},
+        "outbox": 0,
+        "quarantined": 0,
+        "last_push": None,
+        "last_pull": None,
+        "streams": {},
+        "last_error": None,
+        "credential_backend": "env:CXSYNC_TOKEN" if os.environ.get("CXSYNC_TOKEN") else None,
+        "target": cfg.sync.target,
+        "cache": str(cfg.paths.cache_db),
+    }
+    if agent:
+        out["state"] = agent.get("state", "idle")
+        started = agent.get("started_at")
+        out["uptime_s"] = round(time.time() - started, 1) if isinstance(started, (int, float)) else None
+        out["transcripts_watched"] = agent.get("watched", 0)
+        out["credential_backend"] = agent.get("credential_backend") or out["credential_backend"]
+        out["observer"] = agent.get("observer")
+        if agent.get("error"):
+            out["last_error"] = agent["error"]
+    if cfg.paths.cache_db.exists():
+        from cxsync.cache import open_cache
+
+        with open_cache(cfg.paths.cache_db, readonly=True) as cache:
+            c = cache.conn
+            out["messages"] = c.execute("SELECT count(*) FROM messages").fetchone()[0]
+            out["sessions"] = c.execute("SELECT count(*) FROM sessions WHERE session_id = root_session").fetchone()[0]
+            ob = cache.outbox_counts()
+            out["outbox"], out["quarantined"] = ob["pending"], ob["quarantined"]
+            out["import"] = {"done": cache.get_state("import_done", 0), "total": cache.get_state("import_total", 0)}
+            out["last_push"] = cache.get_state("last_push")
+            out["last_pull"] = cache.get_state("last_pull")
+            streams = cache.get_state("streams", {}) or {}
+            cursors = cache.cursors()
+            if not agent:
+                out["transcripts_watched"] = c.execute("SELECT count(*) FROM files WHERE status='active'").fetchone()[0]
+            for s in sorted(set(cfg.sync.subscribe) | set(cursors) | set(streams)):
+                info = streams.get(s, {})
+                out["streams"][s] = {
+                    "cursor": (cursors.get(s) or {}).get("cursor"),
+                    "last_pull": info.get("last_pull"),
+                    "lag_s": round(_age(info.get("caught_up_at")) or 0.0, 1) if info.get("caught_up_at") else None,
+                }
+            err = cache.get_state("last_error")
+            if err and not out["last_error"]:
+                out["last_error"] = err
+    return out
