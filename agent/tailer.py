@@ -111,7 +111,12 @@ def tail(path: str, state: FileState | None, *, max_bytes: int = 16 << 20, max_l
                     lines.append(Line(number, pos, data))
                 pos += i + 1 - start
                 start = i + 1
+                if pos - state.offset >= max_bytes:
+                    budget_hit = True
+                    break
             buf = buf[start:]
+            if budget_hit:
+                break
             if len(buf) > max_line:
                 # A monster line: skip it without keeping it, or wait for its end.
                 end = _skip_to_newline(fh, pos + len(buf))

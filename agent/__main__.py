@@ -1,0 +1,3 @@
+from cxsync.agent.cli import main
+
+main(prog_name="cxsync")

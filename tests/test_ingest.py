@@ -1,0 +1,295 @@
+"""Ingest on the project's own fixtures: one test per quirk of claude-code-transcripts.md."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from cxsync.agent.ingest import Ingestor
+from cxsync.cache import open_cache
+from cxsync.sync import events as ev
+from tests import transcripts as T
+
+IDENT = ev.Identity("acme", "bob", "laptop")
+
+
+@pytest.fixture
+def cache(tmp_path: Path):
+    c = open_cache(tmp_path / "cache.db", route=lambda e: ev.route(e, ["u/bob"]))
+    yield c
+    c.close()
+
+
+def ingest(cache, home: Path):
+    return Ingestor(cache, IDENT, [home]).import_all()
+
+
+def msgs(cache, session=None):
+    q = "SELECT key, role, content, parts, session_id FROM messages"
+    args = ()
+    if session:
+        q += " WHERE session_id=?"
+        args = (session,)
+    return cache.conn.execute(q + " ORDER BY occurred_at, source_line", args).fetchall()
+
+
+def test_split_assistant_lines_merge_into_one_message_with_usage_counted_once(cache, claude_home):
+    s = "s-merge"
+    lines = T.assistant_lines(s, [T.thinking("pondering"), T.text("hello world"), T.tool_use("Bash", {"c": "ls"})])
+    T.write(T.session_file(claude_home, s), [T.user(s, "hi there"), *lines])
+    ingest(cache, claude_home)
+    rows = cache.conn.execute("SELECT content, parts, output_tokens FROM messages WHERE role='assistant'").fetchall()
+    assert len(rows) == 1
+    content, parts, out = rows[0]
+    assert parts == 3 and out == 24  # the highest output_tokens of the three lines, not their sum
+    assert content.index("pondering") < content.index("hello world") < content.index("[tool_use Bash]")
+    assert cache.sessions()[0]["tokens"]["output"] == 24
+
+
+def test_split_assistant_message_torn_across_two_reads_is_merged_not_duplicated(cache, claude_home):
+    s = "s-torn"
+    f = T.session_file(claude_home, s)
+    a1, a2 = T.assistant_lines(s, [T.text("first part"), T.text("second part")])
+    T.write(f, [T.user(s, "go"), a1])
+    raw2 = T.line(a2)
+    T.append_bytes(f, raw2[:20])  # torn tail
+    ing = Ingestor(cache, IDENT, [claude_home])
+    ing.import_all()
+    assert [r[3] for r in msgs(cache) if r[1] == "assistant"] == [1]
+    T.append_bytes(f, raw2[20:])
+    ing.import_all()
+    rows = [r for r in msgs(cache) if r[1] == "assistant"]
+    assert len(rows) == 1 and rows[0][3] == 2
+    assert "first part" in rows[0][2] and "second part" in rows[0][2]
+    assert cache.search("second part")[0].key == rows[0][0]
+
+
+def test_second_import_adds_nothing(cache, claude_home):
+    s = "s-twice"
+    T.write(T.session_file(claude_home, s), [T.user(s, "one"), *T.assistant_lines(s, [T.text("two")])])
+    first = ingest(cache, claude_home)
+    events = cache.counts()["events"]
+    second = ingest(cache, claude_home)
+    assert first.messages == 2 and second.messages == 0 and second.records == 0
+    assert cache.counts()["events"] == events
+
+
+def test_resume_copies_are_deduplicated_by_uuid_across_files(cache, claude_home):
+    a, b = "s-orig", "s-resumed"
+    u = T.user(a, "the original prompt")
+    asst = T.assistant_lines(a, [T.text("original answer")])
+    T.write(T.session_file(claude_home, a), [u, *asst])
+    copy = [dict(u, sessionId=b), *[dict(x, sessionId=b) for x in asst], T.user(b, "a new prompt after resume")]
+    T.write(T.session_file(claude_home, b), copy)
+    ingest(cache, claude_home)
+    assert len(msgs(cache, a)) == 2
+    assert [r[2] for r in msgs(cache, b)] == ["a new prompt after resume"]
+
+
+def test_glued_objects_on_one_line_are_recovered(cache, claude_home):
+    s = "s-glued"
+    f = T.session_file(claude_home, s)
+    u1, u2 = T.user(s, "glued first"), T.user(s, "glued second")
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_bytes(json.dumps(u1).encode() + json.dumps(u2).encode() + b"\n")
+    stats = ingest(cache, claude_home)
+    assert {r[2] for r in msgs(cache)} == {"glued first", "glued second"}
+    assert stats.skipped_lines == 0
+
+
+def test_malformed_lines_are_counted_and_never_fatal(cache, claude_home, caplog):
+    s = "s-bad"
+    f = T.session_file(claude_home, s)
+    T.write(f, [T.user(s, "before damage")])
+    T.append_bytes(f, b"this is not json at all\n")
+    T.append_bytes(f, b'{"type":"user", "broken": \n')
+    T.write(f, [T.user(s, "after damage")], mode="ab")
+    stats = ingest(cache, claude_home)
+    assert stats.skipped_lines == 2
+    assert [r[2] for r in msgs(cache)] == ["before damage", "after damage"]
+    assert cache.file_state(str(f))["malformed"] == 2
+    assert "unparseable" in caplog.text
+
+
+def test_invalid_utf8_and_control_characters_are_decoded_leniently(cache, claude_home):
+    s = "s-utf8"
+    f = T.session_file(claude_home, s)
+    rec = T.user(s, "PLACEHOLDER")
+    raw = json.dumps(rec).encode().replace(b"PLACEHOLDER", b"caf\xc3\xa9 bad\xff\xfe byte and\x01ctl")
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_bytes(raw + b"\n")
+    ingest(cache, claude_home)
+    (content,) = [r[2] for r in msgs(cache)]
+    assert content.startswith("café bad\ufffd\ufffd byte")
+    assert cache.search("café")
+
+
+def test_u2028_inside_a_message_keeps_it_whole(cache, claude_home):
+    s = "s-2028"
+    T.write(T.session_file(claude_home, s), [T.user(s, "line one\u2028line two\u2029end")])
+    ingest(cache, claude_home)
+    assert [r[2] for r in msgs(cache)] == ["line one\u2028line two\u2029end"]
+
+
+def test_megabyte_line_with_base64_image_is_stored_as_a_reference(cache, claude_home):
+    s = "s-image"
+    data = base64.b64encode(os.urandom(3 << 20)).decode()
+    rec = T.env(s) | {"type": "user", "message": {"role": "user", "content": [
+        {"type": "text", "text": "look at this screenshot"},
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": data}}]}}
+    T.write(T.session_file(claude_home, s), [rec])
+    ingest(cache, claude_home)
+    (content,) = [r[2] for r in msgs(cache)]
+    assert "[image image/png sha256:" in content and len(content) < 500
+    # the verbatim record (with the image) is kept in the event, for writing the session back
+    (payload,) = cache.conn.execute("SELECT payload FROM events WHERE type='MessageIndexed'").fetchone()
+    assert data in ev.decode(payload).data["records"][0]
+
+
+def test_tool_results_are_searchable_and_truncated(cache, claude_home):
+    s = "s-tools"
+    tu = T.tool_use("Bash", {"command": "pytest -q"}, tid="toolu_1")
+    long_out = "needle_in_output " + "x" * 50_000
+    T.write(T.session_file(claude_home, s), [T.user(s, "run tests"), *T.assistant_lines(s, [tu]),
+                                             T.tool_result(s, "toolu_1", long_out)])
+    ingest(cache, claude_home)
+    hit = cache.search("needle_in_output")
+    assert hit and hit[0].role == "tool"
+    (length,) = cache.conn.execute("SELECT max(content_length) FROM messages WHERE role='tool'").fetchone()
+    assert length < 2500
+    assert cache.search("pytest")[0].role == "assistant"
+
+
+def test_unknown_and_late_record_types_are_preserved_not_indexed(cache, claude_home):
+    s = "s-new"
+    recs = [T.user(s, "hello"),
+            {"type": "atis-latch", "sessionId": s, "payload": {"zebra_unique_word": 1}},
+            {"type": "pr-link", "sessionId": s, "url": "https://example.invalid/pr/1"},
+            {"type": "file-history-delta", "sessionId": s, "delta": "zebra_unique_word"},
+            {"type": "mode", "mode": "plan", "sessionId": s},
+            {"type": "permission-mode", "permissionMode": "default", "sessionId": s},
+            {"type": "last-prompt", "lastPrompt": "hello", "sessionId": s},
+            {"type": "progress", "uuid": T.uid(), "data": {"type": "hook_progress"}, "sessionId": s},
+            {"type": "attachment", "uuid": T.uid(), "attachment": {"type": "file"}, "sessionId": s},
+            {"type": "totally-new-2027-type", "sessionId": s, "x": 1}]
+    T.write(T.session_file(claude_home, s), recs)
+    stats = ingest(cache, claude_home)
+    assert stats.skipped_lines == 0
+    types = {r["type"] for r in cache.session_records(s)}
+    assert {"atis-latch", "pr-link", "file-history-delta", "mode", "permission-mode", "last-prompt", "progress",
+            "attachment", "totally-new-2027-type"} <= types
+    assert cache.search("zebra_unique_word") == []
+
+
+def test_title_precedence_custom_over_agent_name_over_ai_title_over_summary(cache, claude_home):
+    s = "s-title"
+    f = T.session_file(claude_home, s)
+    T.write(f, [T.user(s, "x"), {"type": "summary", "summary": "from summary", "leafUuid": "nowhere"},
+                {"type": "ai-title", "aiTitle": "from ai", "sessionId": s}])
+    ing = Ingestor(cache, IDENT, [claude_home])
+    ing.import_all()
+    assert cache.sessions()[0]["title"] == "from ai"
+    T.write(f, [{"type": "custom-title", "customTitle": "from user", "sessionId": s},
+                {"type": "agent-name", "agentName": "from agent", "sessionId": s}], mode="ab")
+    ing.import_all()
+    assert cache.sessions()[0]["title"] == "from user"
+
+
+def test_subagent_folders_flat_agent_files_and_nesting_attach_to_parent(cache, claude_home):
+    parent = "p-1111"
+    T.write(T.session_file(claude_home, parent), [T.user(parent, "launch agents")])
+    sub = claude_home / "projects" / "-home-dev-proj" / parent / "subagents"
+    T.write(sub / "agent-a1.jsonl", [T.user(parent, "sub task", isSidechain=True, agentId="a1")])
+    T.write(sub / "agent-a1" / "subagents" / "agent-a2.jsonl",
+            [T.user(parent, "nested task", isSidechain=True, agentId="a2")])
+    (sub / "agent-a1.meta.json").write_text("{}")
+    T.write(claude_home / "projects" / "-home-dev-proj" / "agent-f1.jsonl",
+            [T.user(parent, "flat agent task", isSidechain=True, agentId="f1")])
+    ingest(cache, claude_home)
+    top = cache.sessions()
+    assert [t["session"] for t in top] == [parent]
+    assert top[0]["subagents"] == 3
+    ids = {r["session"] for r in cache.sessions(include_subagents=True)}
+    assert {f"{parent}:agent-a1", f"{parent}:agent-a2", f"{parent}:agent-f1"} <= ids
+    hit = cache.search("nested task")[0]
+    assert hit.root_session == parent and hit.agent_id == "a2"
+    assert cache.search("launch agents", session=parent)
+
+
+def test_inline_sidechains_and_meta_lines_are_not_prompts(cache, claude_home):
+    s = "s-side"
+    T.write(T.session_file(claude_home, s), [
+        T.user(s, "<local-command-caveat>meta</local-command-caveat>", isMeta=True),
+        T.user(s, "typed by the person"),
+        T.user(s, "sidechain prompt", isSidechain=True)])
+    ingest(cache, claude_home)
+    assert cache.sessions()[0]["first_prompt"] == "typed by the person"
+    (n,) = cache.conn.execute("SELECT count(*) FROM messages WHERE is_prompt=1").fetchone()
+    assert n == 1
+
+
+def test_two_session_ids_in_one_file_stay_one_session(cache, claude_home):
+    s = "s-file"
+    T.write(T.session_file(claude_home, s), [T.user(s, "first id"), T.user("other-session-id", "second id")])
+    ingest(cache, claude_home)
+    assert [x["session"] for x in cache.sessions()] == [s]
+    assert len(msgs(cache, s)) == 2
+
+
+def test_non_transcript_files_are_skipped(cache, claude_home):
+    s = "s-real"
+    T.write(T.session_file(claude_home, s), [T.user(s, "real one")])
+    proj = claude_home / "projects" / "-home-dev-proj"
+    T.write(proj / "tool-results" / "x.jsonl", [T.user(s, "spilled output")])
+    T.write(proj / "workflows" / "w" / "journal.jsonl", [T.user(s, "journal")])
+    (proj / "sessions-index.json").write_text("{}")
+    T.write(claude_home / "history.jsonl", [{"display": "typed prompt"}])
+    stats = ingest(cache, claude_home)
+    assert stats.files == 1
+    assert [r[2] for r in msgs(cache)] == ["real one"]
+
+
+def test_truncated_and_replaced_files_are_reread_without_duplicates(cache, claude_home):
+    s = "s-rewrite"
+    f = T.session_file(claude_home, s)
+    u1, u2 = T.user(s, "kept one"), T.user(s, "kept two")
+    T.write(f, [u1, u2])
+    ing = Ingestor(cache, IDENT, [claude_home])
+    ing.import_all()
+    T.write(f, [u1])  # truncated
+    st = ing.import_all()
+    assert st.resets == 1
+    tmp = f.with_suffix(".tmp")
+    T.write(tmp, [u1, u2, T.user(s, "brand new")])
+    os.replace(tmp, f)  # replaced (new inode)
+    st = ing.import_all()
+    assert st.resets == 1
+    assert sorted(r[2] for r in msgs(cache)) == ["brand new", "kept one", "kept two"]
+
+
+def test_deleted_file_keeps_everything_captured(cache, claude_home):
+    s = "s-gone"
+    f = T.session_file(claude_home, s)
+    T.write(f, [T.user(s, "remember me")])
+    ing = Ingestor(cache, IDENT, [claude_home])
+    ing.import_all()
+    f.unlink()
+    from cxsync.agent.discovery import TranscriptFile
+
+    ing.ingest_file(TranscriptFile(f, "main", s, None, None, "-home-dev-proj"))
+    assert cache.file_state(str(f))["status"] == "deleted"
+    assert cache.search("remember me")
+
+
+def test_every_local_event_lands_in_the_outbox_with_the_offset(cache, claude_home):
+    s = "s-outbox"
+    f = T.session_file(claude_home, s)
+    T.write(f, [T.user(s, "queued"), *T.assistant_lines(s, [T.text("answer")])])
+    ingest(cache, claude_home)
+    counts = cache.outbox_counts()
+    assert counts["pending"] == cache.counts()["events"]
+    assert cache.file_state(str(f))["offset"] == f.stat().st_size
