@@ -49,9 +49,9 @@ def _translate(exc: BaseException) -> CxError | None:
     title = getattr(exc, "title", None)
     if isinstance(exc, CxError):
         return exc
-    if name in ("CacheError", "QueryError", "CodecError"):
+    if name in ("CacheError", "QueryError", "NotFound", "CodecError"):
         err = CxError(title or str(exc), getattr(exc, "hint", ""))
-        if name == "QueryError":
+        if getattr(exc, "usage", False):
             err.exit_code = 2
         return err
     if isinstance(exc, ValueError) and type(exc).__module__.startswith("cxsync"):

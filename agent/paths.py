@@ -81,7 +81,11 @@ def resolve_paths(env: dict[str, str] | None = None) -> Paths:
     import platformdirs
 
     dirs = platformdirs.PlatformDirs(APP, appauthor=False, ensure_exists=False)
-    runtime = Path(dirs.user_runtime_dir)
+    import warnings
+
+    with warnings.catch_warnings():  # no XDG_RUNTIME_DIR (ssh, containers): platformdirs' /tmp fallback is fine
+        warnings.simplefilter("ignore")
+        runtime = Path(dirs.user_runtime_dir)
     return Paths(
         Path(dirs.user_config_dir),
         Path(dirs.user_data_dir),

@@ -16,10 +16,16 @@ HL_OPEN, HL_CLOSE = "\x02", "\x03"  # snippet highlight markers; the CLI renders
 class QueryError(ValueError):
     """A search the user typed cannot be run; the message says why."""
 
+    usage = True  # the user's input was at fault (exit 2), not the data
+
     def __init__(self, title: str, hint: str = "") -> None:
         super().__init__(title)
         self.title = title
         self.hint = hint
+
+
+class NotFound(QueryError):
+    usage = False
 
 
 @dataclass(frozen=True)
@@ -117,7 +123,7 @@ class Queries:
         if len(rows) == 1:
             return str(rows[0][0])
         if not rows:
-            raise QueryError(f"no session {session!r} in the cache", "list them with `cxsync sessions`")
+            raise NotFound(f"no session {session!r} in the cache", "list them with `cxsync sessions`")
         raise QueryError(f"session prefix {session!r} is ambiguous", "give more characters of the id")
 
     def sessions(self, *, limit: int | None = None, project: str | None = None,
