@@ -34,8 +34,23 @@ def ingestor(cfg: Config, cache: Any) -> Any:
     return Ingestor(cache, identity(cfg), roots(cfg))
 
 
-def open_log(cfg: Config) -> Any:
-    """The configured EventLog; a clear error when sync is not configured."""
+def sync_secret(cfg: Config) -> str | None:
+    """The sync credential when the config requires one; NoCredentials (exit 4) when it is missing."""
+    if not cfg.sync.needs_credential:
+        return None
+    from cxsync.agent import credentials
+    from cxsync.agent.errors import NoCredentials
+
+    secret = credentials.get_secret(cfg.identity)
+    if not secret:
+        raise NoCredentials("no sync credential stored for " + credentials.account(cfg.identity),
+                            "run `cxsync login` (or set CXSYNC_TOKEN)")
+    return secret
+
+
+def open_log(cfg: Config, *, lazy: bool = False) -> Any:
+    """The configured EventLog; a clear error when sync is not configured.  ``lazy``: an unreachable log is
+    opened later by the sync loops instead of failing now (offline at start-up is normal)."""
     from cxsync.agent.errors import ConfigError
     from cxsync.sync.targets import open_log as _open
 
@@ -43,5 +58,24 @@ def open_log(cfg: Config) -> Any:
         raise ConfigError("sync is not configured",
                           f'set [sync] target = "sqlite:/path/to/log.db" (or "fdb") in {cfg.source}, '
                           "or CXSYNC_SYNC_TARGET")
-    return _open(cfg.sync.target, cfg.identity.tenant, api_version=cfg.sync.api_version,
-                 tls=dict(cfg.sync.tls) or None, cluster_file=cfg.sync.cluster_file)
+    tls = dict(cfg.sync.tls)
+    secret = sync_secret(cfg)
+    if secret is not None:
+        tls["password"] = secret
+
+    def opener() -> Any:
+        return _open(cfg.sync.target, cfg.identity.tenant, api_version=cfg.sync.api_version,
+                     tls=tls or None, cluster_file=cfg.sync.cluster_file)
+
+    if not lazy:
+        return opener()
+    from cxsync.sync.lazy import LazyLog
+    from cxsync.sync.port import TransientLogError
+
+    log = LazyLog(cfg.identity.tenant, opener)
+    try:
+        log.append  # noqa: B018 - attribute only; the first real call opens
+        log._get()
+    except TransientLogError:
+        pass  # offline now: the loops retry with backoff
+    return log

@@ -92,7 +92,11 @@ def main(ctx: click.Context, debug: bool) -> None:
     """cxsync — capture every Claude Code session, search it offline, sync it across machines."""
     ctx.obj = Ctx(debug)
     level = logging.DEBUG if debug else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setLevel(level)
+    stderr.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(stderr)
+    logging.getLogger().setLevel(level)
     if os.environ.get("NO_COLOR"):
         os.environ.setdefault("TERM", "dumb")
 

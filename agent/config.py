@@ -69,6 +69,7 @@ class SyncConfig:
     tls: Mapping[str, str] = field(default_factory=dict)
     batch_events: int = 500
     batch_bytes: int = 4_000_000
+    needs_credential: bool = False  # the sync credential (FDB TLS key passphrase, gateway token) is required
 
     @property
     def enabled(self) -> bool:
@@ -218,6 +219,15 @@ def load_config(overrides: Mapping[str, Any] | None = None, env: Mapping[str, st
     for key, v in (("batch_events", batch_events), ("batch_bytes", batch_bytes)):
         if not isinstance(v, int) or v <= 0:
             raise ConfigError(f"config key sync.{key} must be a positive integer, got {v!r}")
+    needs_credential = s.get("needs_credential", False)
+    if isinstance(needs_credential, str):
+        needs_credential = needs_credential.strip().lower() in ("1", "true", "yes")
+    if not isinstance(needs_credential, bool):
+        raise ConfigError(f"config key sync.needs_credential must be true or false, got {needs_credential!r}")
+    if "password" in tls:
+        raise ConfigError("config key sync.tls_password must not be in the config file",
+                          "store the passphrase with `cxsync login` and set needs_credential = true")
     sync = SyncConfig(target or "none", tuple(publish), tuple(subscribe), api_version,
-                      str(cluster_file) if cluster_file else None, tls, batch_events, batch_bytes)
+                      str(cluster_file) if cluster_file else None, tls, batch_events, batch_bytes,
+                      needs_credential)
     return Config(paths, identity, roots, sync, paths.config_file)

@@ -90,6 +90,7 @@ class Supervisor:
         self._threads: list[threading.Thread] = []
         self._observers: list[Any] = []
         self._paused = False
+        self._needs_auth = False
         self._components: dict[str, str] = {}
         self._error: dict[str, Any] | None = None
         self._state = "idle"
@@ -143,12 +144,20 @@ class Supervisor:
             return
         from cxsync.sync.engine import SyncEngine
 
+        from cxsync.agent.errors import NoCredentials
+
         try:
-            event_log = app.open_log(self.cfg)
+            event_log = app.open_log(self.cfg, lazy=True)
+        except NoCredentials as exc:
+            log.error("sync needs a credential: %s", exc.title)
+            self._needs_auth = True
+            self._set_error(exc.title, exc.hint)
+            return
         except Exception as exc:  # noqa: BLE001 - sync failing to start must not stop capture
             hint = getattr(exc, "hint", "") or "check [sync] in the config; capture and search keep working"
-            log.error("sync disabled: %s", exc)
-            self._set_error(f"sync cannot start: {exc}", hint)
+            title = getattr(exc, "title", None) or str(exc).split(": install")[0]
+            log.error("sync disabled: %s", title)
+            self._set_error(f"sync cannot start: {title}", hint)
             return
         self.engine = SyncEngine(self.cache, event_log, tenant=self.cfg.identity.tenant,
                                  subscribe=self.cfg.sync.subscribe, batch_events=self.cfg.sync.batch_events,
@@ -293,15 +302,15 @@ class Supervisor:
         if self._paused:
             return "paused"
         comp = set(self._components.values())
-        if self._error and "sync cannot start" in self._error["title"]:
-            if "credential" in self._error["title"].lower() or "NoCredentials" in self._error["title"]:
-                return "needs-auth"
+        if self._needs_auth:
+            return "needs-auth"
+        if self._error and self._error["title"].startswith(("sync cannot start", "worker ")):
             return "error"
         if "error" in comp:
             return "error"
         if "offline" in comp:
             return "offline"
-        if self._push_wake.is_set() or self._dirty_event.is_set():
+        if self._dirty_event.is_set() or (self.engine is not None and self._push_wake.is_set()):
             return "syncing"
         return "idle"
 
