@@ -79,7 +79,6 @@ def parse_line(data: bytes) -> ParsedLine:
 # ---- content ------------------------------------------------------------------------------------------------
 
 _CODE_FENCE = re.compile(r"```([A-Za-z0-9_+#.-]*)")
-_MD = re.compile(r"(^|\n)(#{1,6} |[-*] |\d+\. |> )|\*\*[^*]+\*\*|\[[^\]]+\]\([^)]+\)|```", re.M)
 
 
 def _truncate(s: str, n: int) -> str:
@@ -157,12 +156,21 @@ def message_text(content: Any) -> tuple[str, set[str]]:
     return "\n\n".join(texts), kinds
 
 
+def _has_markdown(content: str) -> bool:
+    # Plain substring tests: a regex over every message costs more than the rest of normalisation.
+    if "```" in content or "**" in content or "](" in content:
+        return True
+    if content.startswith(("# ", "## ", "- ", "* ", "> ")):
+        return True
+    return "\n# " in content or "\n## " in content or "\n- " in content or "\n* " in content or "\n1. " in content
+
+
 def metadata(content: str) -> dict[str, Any]:
     langs = sorted({m.lower() for m in _CODE_FENCE.findall(content) if m})
     return {
         "content_length": len(content),
         "has_code": "```" in content or "[tool_use " in content,
-        "has_markdown": bool(_MD.search(content)),
+        "has_markdown": _has_markdown(content),
         "language_hints": langs[:10],
         "topics": [],
     }

@@ -7,7 +7,6 @@ the same rows and a replay of anything is a no-op.
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -74,7 +73,7 @@ _MSG_COLS = ["key", "hash", "content", "role", "source_type", "source_file", "so
              "content_length", "has_code", "has_markdown", "language_hints", "model", "input_tokens",
              "output_tokens", "cache_read_tokens", "cache_creation_tokens", "parts", "is_sidechain", "is_meta",
              "is_prompt", "kinds", "event_id"]
-_INSERT_MSG = (f"INSERT INTO messages({', '.join(_MSG_COLS)}) VALUES ({', '.join(':' + c for c in _MSG_COLS)})")
+_INSERT_MSG = (f"INSERT OR IGNORE INTO messages({', '.join(_MSG_COLS)}) VALUES ({', '.join(':' + c for c in _MSG_COLS)})")
 _UPDATE_MSG = ("UPDATE messages SET " + ", ".join(f"{c}=:{c}" for c in _MSG_COLS if c != "key")
                + " WHERE id=:id")
 _TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens")
@@ -91,70 +90,85 @@ def _newer(a: tuple[int, str], b: tuple[int, str]) -> bool:
     return a > b
 
 
-def _apply_message(conn: apsw.Connection, e: ev.ContextEvent) -> bool:
+class _SessionAgg:
+    """Per-transaction session aggregates: one UPDATE per session per apply, not one per message."""
+
+    def __init__(self) -> None:
+        self.s: dict[str, dict[str, Any]] = {}
+
+    def add(self, e: ev.ContextEvent, row: dict[str, Any], count: int, delta: list[int]) -> None:
+        sid = row["session_id"]
+        a = self.s.get(sid)
+        if a is None:
+            a = self.s[sid] = {"e": e, "root": row["root_session"], "count": 0, "tok": [0, 0, 0, 0],
+                               "first": None, "last": None, "fp": None, "fpat": None, "models": set(),
+                               "project": None, "branch": None}
+        a["count"] += count
+        a["tok"] = [x + d for x, d in zip(a["tok"], delta)]
+        at = row["occurred_at"]
+        if at:
+            if a["first"] is None or at < a["first"]:
+                a["first"] = at
+            if a["last"] is None or at > a["last"]:
+                a["last"] = at
+            if row["is_prompt"] and (a["fpat"] is None or at < a["fpat"]):
+                a["fp"], a["fpat"] = row["content"][:500], at
+        if row["model"] and row["model"] != "<synthetic>":
+            a["models"].add(row["model"])
+        a["project"] = a["project"] or row["project"]
+        a["branch"] = a["branch"] or e.data.get("branch")
+
+    def flush(self, conn: apsw.Connection) -> None:
+        for sid, a in self.s.items():
+            _ensure_session(conn, a["e"], sid, a["root"])
+            if a["root"] != sid:
+                _ensure_session(conn, a["e"], a["root"], None)
+            fp_at, models = conn.execute("SELECT first_prompt_at, models FROM sessions WHERE session_id=?",
+                                         (sid,)).fetchone()
+            ml = set(orjson.loads(models)) | a["models"]
+            use_fp = a["fpat"] is not None and (fp_at is None or a["fpat"] < fp_at)
+            conn.execute(
+                "UPDATE sessions SET message_count = message_count + :count,"
+                " input_tokens = input_tokens + :t0, output_tokens = output_tokens + :t1,"
+                " cache_read_tokens = cache_read_tokens + :t2, cache_creation_tokens = cache_creation_tokens + :t3,"
+                " project = coalesce(project, :project), branch = coalesce(branch, :branch),"
+                " first_at = CASE WHEN first_at IS NULL OR :first < first_at THEN coalesce(:first, first_at)"
+                "   ELSE first_at END,"
+                " last_at = CASE WHEN last_at IS NULL OR :last > last_at THEN coalesce(:last, last_at)"
+                "   ELSE last_at END,"
+                " first_prompt = CASE WHEN :use_fp THEN :fp ELSE first_prompt END,"
+                " first_prompt_at = CASE WHEN :use_fp THEN :fpat ELSE first_prompt_at END,"
+                " models = :models WHERE session_id = :sid",
+                {"sid": sid, "count": a["count"], "t0": a["tok"][0], "t1": a["tok"][1], "t2": a["tok"][2],
+                 "t3": a["tok"][3], "project": a["project"], "branch": a["branch"], "first": a["first"],
+                 "last": a["last"], "use_fp": int(use_fp), "fp": a["fp"], "fpat": a["fpat"],
+                 "models": orjson.dumps(sorted(ml)).decode()})
+        self.s.clear()
+
+
+def _apply_message(conn: apsw.Connection, e: ev.ContextEvent, seq: int, agg: _SessionAgg) -> bool:
     row = _message_row(e)
-    old = conn.execute(
-        "SELECT id, parts, hash, content, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens,"
-        " session_id, model FROM messages WHERE key=?", (row["key"],)).fetchone()
-    session = row["session_id"]
-    _ensure_session(conn, e, session, row["root_session"])
-    if old is None:
-        conn.execute(_INSERT_MSG, row)
+    conn.execute(_INSERT_MSG, row)
+    if conn.changes():
         rowid = conn.last_insert_rowid()
         conn.execute("INSERT INTO messages_fts(rowid, content) VALUES (?,?)", (rowid, row["content"]))
-        delta = [row[t] for t in _TOKENS]
-        count = 1
-    else:
-        oid, oparts, ohash, ocontent, *otok = old[:8]
-        if old[8] != session or not _newer((row["parts"], row["hash"]), (oparts, ohash)):
-            return False  # a copy (resume/fork) or an older version: the first capture stays
-        row["id"] = oid
-        conn.execute("INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', ?, ?)",
-                     (oid, ocontent))
-        conn.execute(_UPDATE_MSG, row)
-        conn.execute("INSERT INTO messages_fts(rowid, content) VALUES (?,?)", (oid, row["content"]))
-        delta = [row[t] - o for t, o in zip(_TOKENS, otok)]
-        count = 0
-    s = conn.execute("SELECT project, branch, first_at, last_at, first_prompt_at, models FROM sessions"
-                     " WHERE session_id=?", (session,)).fetchone()
-    project, branch, first_at, last_at, fp_at, models = s
-    at = row["occurred_at"]
-    upd: dict[str, Any] = {"sid": session, "count": count}
-    sets = ["message_count = message_count + :count"]
-    for t, dv in zip(_TOKENS, delta):
-        sets.append(f"{t} = {t} + :{t}")
-        upd[t] = dv
-    if project is None and row["project"]:
-        sets.append("project = :project")
-        upd["project"] = row["project"]
-    if branch is None and e.data.get("branch"):
-        sets.append("branch = :branch")
-        upd["branch"] = e.data.get("branch")
-    if at and (first_at is None or at < first_at):
-        sets.append("first_at = :at")
-        upd["at"] = at
-    if at and (last_at is None or at > last_at):
-        sets.append("last_at = :at2")
-        upd["at2"] = at
-    if row["is_prompt"] and at and (fp_at is None or at < fp_at):
-        sets.append("first_prompt = :fp, first_prompt_at = :fpat")
-        upd["fp"] = row["content"][:500]
-        upd["fpat"] = at
-    model = row["model"]
-    if model and model != "<synthetic>":
-        ml = orjson.loads(models)
-        if model not in ml:
-            ml.append(model)
-            sets.append("models = :models")
-            upd["models"] = orjson.dumps(sorted(ml)).decode()
-    conn.execute(f"UPDATE sessions SET {', '.join(sets)} WHERE session_id = :sid", upd)
-    # The parent of a subagent: keep its project visible even when the subagent is applied first.
-    if row["root_session"] != session:
-        _ensure_session(conn, e, row["root_session"], None)
+        agg.add(e, row, 1, [row[t] for t in _TOKENS])
+        return True
+    old = conn.execute(
+        "SELECT id, parts, hash, content, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens,"
+        " session_id FROM messages WHERE key=?", (row["key"],)).fetchone()
+    oid, oparts, ohash, ocontent, *otok = old[:8]
+    if old[8] != row["session_id"] or not _newer((row["parts"], row["hash"]), (oparts, ohash)):
+        return False  # a copy (resume/fork) or an older version: the first capture stays
+    row["id"] = oid
+    conn.execute("INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', ?, ?)", (oid, ocontent))
+    conn.execute(_UPDATE_MSG, row)
+    conn.execute("INSERT INTO messages_fts(rowid, content) VALUES (?,?)", (oid, row["content"]))
+    agg.add(e, row, 0, [row[t] - o for t, o in zip(_TOKENS, otok)])
     return True
 
 
-def _apply_session_started(conn: apsw.Connection, e: ev.ContextEvent) -> None:
+def _apply_session_started(conn: apsw.Connection, e: ev.ContextEvent, seq: int, agg: _SessionAgg) -> None:
     d = e.data
     sid = d["session"]
     _ensure_session(conn, e, sid, d.get("root_session"))
@@ -170,7 +184,7 @@ def _apply_session_started(conn: apsw.Connection, e: ev.ContextEvent) -> None:
          "started": d.get("started_at")})
 
 
-def _apply_session_ended(conn: apsw.Connection, e: ev.ContextEvent) -> None:
+def _apply_session_ended(conn: apsw.Connection, e: ev.ContextEvent, seq: int, agg: _SessionAgg) -> None:
     d = e.data
     _ensure_session(conn, e, d["session"], None)
     conn.execute("UPDATE sessions SET ended_at = :at, ended_count = :n WHERE session_id = :sid"
@@ -178,15 +192,12 @@ def _apply_session_ended(conn: apsw.Connection, e: ev.ContextEvent) -> None:
                  {"sid": d["session"], "at": d.get("ended_at"), "n": d.get("message_count")})
 
 
-def _apply_records(conn: apsw.Connection, e: ev.ContextEvent) -> None:
+def _apply_records(conn: apsw.Connection, e: ev.ContextEvent, seq: int, agg: _SessionAgg) -> None:
     sid = e.data["session"]
     _ensure_session(conn, e, sid, e.data.get("root_session"))
     for r in e.data.get("records", []):
-        raw = r.get("raw", "")
-        changed = conn.execute(
-            "INSERT OR IGNORE INTO records(key, session_id, type, line, raw) VALUES (?,?,?,?,?)",
-            (r["key"], sid, r.get("type"), r.get("line"), zlib.compress(raw.encode("utf-8", "surrogatepass"))),
-        )
+        conn.execute("INSERT OR IGNORE INTO records(key, session_id, type, line, event_seq) VALUES (?,?,?,?,?)",
+                     (r["key"], sid, r.get("type"), r.get("line"), seq))
         title = r.get("title")
         rank = int(r.get("title_rank") or 0)
         if conn.changes() and title and rank:
@@ -198,10 +209,9 @@ def _apply_records(conn: apsw.Connection, e: ev.ContextEvent) -> None:
                     target = hit[0]
             conn.execute("UPDATE sessions SET title = :t, title_rank = :r WHERE session_id = :sid"
                          " AND title_rank <= :r", {"t": title, "r": rank, "sid": target})
-        del changed
 
 
-def _apply_knowledge(conn: apsw.Connection, e: ev.ContextEvent) -> None:
+def _apply_knowledge(conn: apsw.Connection, e: ev.ContextEvent, seq: int, agg: _SessionAgg) -> None:
     if e.type == ev.KNOWLEDGE_EXTRACTED:
         k = e.data["knowledge"]
         hashes = e.data.get("source_message_hashes") or []
@@ -219,7 +229,7 @@ def _apply_knowledge(conn: apsw.Connection, e: ev.ContextEvent) -> None:
                      (e.data.get("scope"), e.data.get("project"), e.data.get("knowledge_id")))
 
 
-_HANDLERS: dict[str, Callable[[apsw.Connection, ev.ContextEvent], Any]] = {
+_HANDLERS: dict[str, Callable[[apsw.Connection, ev.ContextEvent, int, _SessionAgg], Any]] = {
     ev.MESSAGE_INDEXED: _apply_message,
     ev.SESSION_STARTED: _apply_session_started,
     ev.SESSION_ENDED: _apply_session_ended,
@@ -234,6 +244,7 @@ def apply_in_tx(conn: apsw.Connection, events: Iterable[ev.ContextEvent], origin
     """Apply inside an open transaction.  ``payloads`` may carry already-encoded events (a pull has them)."""
     res = ApplyResult()
     now = now_iso()
+    agg = _SessionAgg()
     for e in events:
         payload = (payloads or {}).get(e.event_id) or ev.encode(e)
         conn.execute("INSERT OR IGNORE INTO events(event_id, type, origin, payload, received_at)"
@@ -244,10 +255,13 @@ def apply_in_tx(conn: apsw.Connection, events: Iterable[ev.ContextEvent], origin
         seq = conn.last_insert_rowid()
         res.applied += 1
         res.event_ids.append(e.event_id)
-        if _HANDLERS[e.type](conn, e) and e.type == ev.MESSAGE_INDEXED:
+        if e.type != ev.MESSAGE_INDEXED and agg.s:
+            agg.flush(conn)  # other events read session rows: make them current first
+        if _HANDLERS[e.type](conn, e, seq, agg) and e.type == ev.MESSAGE_INDEXED:
             res.messages += 1
         if origin == "local" and route is not None:
             for stream in route(e):
                 conn.execute("INSERT OR IGNORE INTO outbox(event_seq, stream) VALUES (?,?)", (seq, stream))
                 res.outboxed += 1
+    agg.flush(conn)
     return res

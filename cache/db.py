@@ -56,6 +56,9 @@ def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> apsw.Con
         if not readonly:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            # Fewer, larger checkpoints: a backfill writes hundreds of MB; the WAL is truncated back afterwards.
+            conn.execute("PRAGMA wal_autocheckpoint=8000")
+            conn.execute("PRAGMA journal_size_limit=67108864")
             migrate(conn)
         else:
             check_version(conn)

@@ -85,13 +85,14 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX sessions_root ON sessions(root_session);
         CREATE INDEX sessions_last ON sessions(last_at);
 
-        -- Non-conversational records (progress, snapshots, titles, unknown types), verbatim and not indexed.
+        -- Non-conversational records (progress, snapshots, titles, unknown types): not indexed; their verbatim
+        -- text lives once, compressed, in the RecordsCaptured event that brought them (events.seq).
         CREATE TABLE records (
             key TEXT PRIMARY KEY,
             session_id TEXT NOT NULL,
             type TEXT,
             line INTEGER,
-            raw BLOB NOT NULL                    -- zlib-compressed JSON text
+            event_seq INTEGER NOT NULL REFERENCES events(seq)
         );
         CREATE INDEX records_session ON records(session_id);
 

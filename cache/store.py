@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import threading
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -222,9 +221,16 @@ class Cache(_search.Queries):
 
     @_locked
     def session_records(self, session: str) -> list[dict[str, Any]]:
-        return [{"key": k, "type": t, "line": line, "raw": zlib.decompress(raw).decode("utf-8", "surrogatepass")}
-                for k, t, line, raw in self.conn.execute(
-                    "SELECT key, type, line, raw FROM records WHERE session_id=? ORDER BY line", (session,))]
+        """The verbatim non-conversational records of a session, in file order."""
+        out = []
+        payloads: dict[int, dict[str, str]] = {}
+        for key, typ, line, seq in self.conn.execute(
+                "SELECT key, type, line, event_seq FROM records WHERE session_id=? ORDER BY line", (session,)):
+            if seq not in payloads:
+                (blob,) = self.conn.execute("SELECT payload FROM events WHERE seq=?", (seq,)).fetchone()
+                payloads[seq] = {r["key"]: r.get("raw", "") for r in ev.decode(blob).data.get("records", [])}
+            out.append({"key": key, "type": typ, "line": line, "raw": payloads[seq].get(key, "")})
+        return out
 
 
 def open_cache(path: str | os.PathLike[str], *, readonly: bool = False, route: Router | None = None) -> Cache:
