@@ -23,7 +23,7 @@ import fdb
 import fdb.tuple
 
 from cxsync.sync.events import CodecError, ContextEvent, decode, encode
-from cxsync.sync.keys import Keys, versionstamped_cursor_param
+from cxsync.sync.keys import EventViews, Keys, versionstamped_cursor_param
 from cxsync.sync.port import (
     LogEntry,
     LogError,
@@ -47,6 +47,7 @@ MAX_EVENT_BYTES = 8_000_000  # one event must fit a 10 MB transaction with its k
 DEFAULT_MAX_BATCH_BYTES = 2_000_000  # FDB advises ~1 MB transactions; 2 MB keeps appends far from 10 MB / 5 s
 MAX_BATCH_EVENTS = 500  # bounds dedup reads per transaction; user versions stay far below 65,535
 READ_PAGE_KEYS = 256
+READ_PAGE_BYTES = 4_000_000  # chunked events make keys an unreliable measure of a page's cost
 
 _MANIFEST = b"\x00"  # first byte of a chunked entry; never a codec version (those start at 1)
 _TOO_LARGE = {2101: "transaction_too_large", 2102: "key_too_large", 2103: "value_too_large"}
@@ -83,22 +84,18 @@ class Quota:
 
 @dataclass
 class _Planned:
-    """One new event's writes, computed before any transaction (sizes checked, keys built)."""
+    """One new event's writes, computed before any transaction (keys built, sizes checked)."""
 
     event: ContextEvent
     user_version: int
     value_key: bytes
     value: bytes  # the encoded event, or a chunk manifest
+    dedup_key: bytes
+    views: EventViews
+    self_ref: bytes  # set_versionstamped_value parameter: (stream, this event's versionstamp)
+    index_ref: bytes  # the same plus the knowledge kind, for the knowledge index
+    stored_bytes: int  # what the quota counts: the encoded event size
     chunks: list[tuple[bytes, bytes]] = field(default_factory=list)
-    dedup_key: bytes = b""
-    view_keys: list[bytes] = field(default_factory=list)
-    view_param: bytes = b""
-    stored_bytes: int = 0  # what the quota counts: the encoded event size
-
-    @property
-    def tx_bytes(self) -> int:
-        return (len(self.value_key) + len(self.value) + sum(len(k) + len(v) for k, v in self.chunks)
-                + 2 * len(self.dedup_key) + sum(len(k) + len(self.view_param) for k in self.view_keys) + 64)
 
 
 # ---- process-wide binding state: the API version and network options are set once per process -------------
@@ -236,7 +233,7 @@ class FdbEventLog:
         self.tenant = tenant
         self.api_version = select_api_version(api_version)
         self.cluster_file = cluster_file if cluster_file is not None else os.environ.get(ENV_CLUSTER_FILE) or None
-        self._db = database if database is not None else _open_database(self.cluster_file, tls)
+        self.database = database if database is not None else _open_database(self.cluster_file, tls)
         self.max_batch_bytes = max(1, int(max_batch_bytes))
         self.retry_limit = retry_limit
         self.operation_timeout = operation_timeout
@@ -249,17 +246,19 @@ class FdbEventLog:
 
     # ---- the retry loop ----------------------------------------------------------------------------------
 
-    def _run(self, body: Any, event_ids: Sequence[str] = ()) -> Any:
+    def _run(self, body: Any, event_ids: Sequence[str] = (), timeout: float | None = None,
+             on_retry: Any = None) -> Any:
         """Run ``body(tr)`` in a transaction until it succeeds; ``tr.on_error`` decides what is retryable and
-        backs off.  ``body`` commits itself when it writes.  Bounded by ``retry_limit`` and
-        ``operation_timeout`` so an unreachable cluster becomes a TransientLogError, not a hang."""
+        backs off.  ``body`` commits itself when it writes.  Bounded by ``retry_limit`` and a transaction
+        timeout, so an unreachable cluster becomes a TransientLogError instead of a hang.  ``on_retry(exc)``
+        may adapt the next attempt (a read shrinks its page after ``transaction_too_old``)."""
         if self._closed.is_set():
-            raise LogConfigError("this FdbEventLog is closed")
-        deadline = time.monotonic() + self.operation_timeout
-        tr = self._db.create_transaction()
+            raise PermanentLogError(f"{self!r} is closed")
+        tr = self.database.create_transaction()
+        # set once: from API 610 on, the timeout and its clock survive on_error, so it bounds every attempt
+        tr.options.set_timeout(max(1, int((self.operation_timeout if timeout is None else timeout) * 1000)))
         attempts = 0
         while True:
-            tr.options.set_timeout(max(1, int((deadline - time.monotonic()) * 1000)))
             try:
                 return body(tr)
             except fdb.FDBError as exc:
@@ -273,6 +272,8 @@ class FdbEventLog:
                     tr.on_error(exc).wait()
                 except fdb.FDBError as final:
                     raise self._map_error(final, event_ids) from final
+                if on_retry is not None:
+                    on_retry(exc)
 
     @staticmethod
     def _map_error(exc: Any, event_ids: Sequence[str]) -> LogError:
@@ -314,7 +315,9 @@ class FdbEventLog:
         for e in events:
             try:
                 blob = encode(e)
-                keys = [self.keys.event_id(stream, e.event_id), *self.keys.views_for(stream, e)]
+                views = self.keys.views_for(stream, e)
+                keys = [self.keys.event_id(stream, e.event_id), *views.keys(),
+                        *(self.keys.shared("decisions", kid) for kid, _ in views.shares)]
             except (ValueError, TypeError) as exc:
                 bad.append(e.event_id)
                 reasons.append(str(exc))
@@ -346,10 +349,13 @@ class FdbEventLog:
 
     def _plan(self, stream: str, user_version: int, event: ContextEvent, blob: bytes) -> _Planned:
         k = self.keys
+        views = k.views_for(stream, event)
+        kind = views.knowledge[1] if views.knowledge else ""
         p = _Planned(event=event, user_version=user_version,
                      value_key=k.log_key_versionstamped(stream, user_version), value=blob,
-                     dedup_key=k.event_id(stream, event.event_id), view_keys=k.views_for(stream, event),
-                     view_param=k.view_ref_versionstamped(stream, user_version), stored_bytes=len(blob))
+                     dedup_key=k.event_id(stream, event.event_id), views=views,
+                     self_ref=k.view_ref_versionstamped(stream, user_version),
+                     index_ref=k.view_ref_versionstamped(stream, user_version, kind), stored_bytes=len(blob))
         if len(blob) > VALUE_LIMIT:
             # a transcript line can be megabytes: the log entry becomes a manifest, the bytes go to chunk keys
             # written in the same transaction, so a reader sees all of them or none
@@ -373,13 +379,18 @@ class FdbEventLog:
             if not new:
                 return [existing[i] for i in ids]
             self._check_quota(tr, new)
+            shares = self._resolve_shares(tr, new)  # reads first: a read after a versionstamped write is 1036
             for p in new:
                 tr.set_versionstamped_key(p.value_key, p.value)
                 for ck, piece in p.chunks:
                     tr.set_versionstamped_key(ck, piece)
                 tr.set_versionstamped_value(p.dedup_key, versionstamped_cursor_param(p.user_version))
-                for vk in p.view_keys:
-                    tr.set_versionstamped_value(vk, p.view_param)
+                for vk in p.views.refs:
+                    tr.set_versionstamped_value(vk, p.self_ref)
+                if p.views.index_key is not None:
+                    tr.set_versionstamped_value(p.views.index_key, p.index_ref)
+            for key, value, stamped in shares:
+                (tr.set_versionstamped_value if stamped else tr.set)(key, value)
             # a blind write (no read): appenders never conflict on the head; watchers wake on every change
             tr.set_versionstamped_value(head_key, versionstamped_cursor_param(new[-1].user_version))
             tr.add(self.keys.usage("events"), _le64(len(new)))
@@ -392,6 +403,33 @@ class FdbEventLog:
 
         result: list[bytes] = self._run(body, ids)
         return result
+
+    def _resolve_shares(self, tr: Any, new: list[_Planned]) -> list[tuple[bytes, bytes, bool]]:
+        """(key, value, versionstamped?) for every share view: it references the knowledge's extraction, found
+        in this very transaction or through the knowledge index.  A team share whose kind is unknown files
+        nothing; a project share of unknown knowledge references the share event itself."""
+        extracted = {p.views.knowledge[0]: p for p in new if p.views.knowledge}
+        wanted = {kid for p in new for kid, _ in p.views.shares if kid not in extracted}
+        # snapshot: the index entry of an id is written once; a conflict on it would only cost retries
+        looked = {kid: tr.snapshot.get(self.keys.knowledge(kid)) for kid in sorted(wanted)}
+        out: list[tuple[bytes, bytes, bool]] = []
+        for p in new:
+            for kid, target in p.views.shares:
+                if kid in extracted:
+                    q = extracted[kid]
+                    key = self.keys.share_target(target, (q.views.knowledge or ("", ""))[1] or None, kid)
+                    if key is not None:
+                        out.append((key, q.self_ref, True))
+                elif looked[kid].present():
+                    src, cursor, extra = self.keys.unpack_view_ref(bytes(looked[kid]))
+                    key = self.keys.share_target(target, str(extra[0]) if extra else None, kid)
+                    if key is not None:
+                        out.append((key, self.keys.view_ref(src, cursor), False))
+                else:
+                    key = self.keys.share_target(target, None, kid)
+                    if key is not None:
+                        out.append((key, p.self_ref, True))
+        return out
 
     def _check_quota(self, tr: Any, new: list[_Planned]) -> None:
         """Snapshot reads keep appenders from conflicting on the counters; the price is that concurrent
@@ -441,43 +479,55 @@ class FdbEventLog:
     def read(self, stream: str, after: bytes | None, limit: int = 1000) -> list[LogEntry]:
         validate_stream(stream)
         after = check_cursor(after)
-        if limit <= 0:
-            return []
+        if not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive integer, got {limit!r}")
         begin, end = self.keys.log_range(stream)
         selector = (fdb.KeySelector.first_greater_than(self.keys.log_key(stream, after)) if after is not None
                     else fdb.KeySelector.first_greater_or_equal(begin))
         out: list[LogEntry] = []
-        page = READ_PAGE_KEYS
+        page = [READ_PAGE_KEYS]
+
+        def shrink(exc: Any) -> None:
+            if exc.code == _TOO_OLD:  # a page of large events outlived the 5 s window: ask for less
+                page[0] = max(1, page[0] // 4)
+
         while len(out) < limit:
-            want = min(page, limit - len(out))
-            try:
-                entries, last_key = self._run(lambda tr: self._read_page(tr, stream, selector, end, want))
-            except TransientLogError as exc:
-                if isinstance(exc.__cause__, fdb.FDBError) and exc.__cause__.code == _TOO_OLD and page > 1:
-                    page = max(1, page // 4)  # a page of huge events outlived 5 s: shrink it
-                    continue
-                raise
+            want = min(page[0], limit - len(out))
+            entries, last_key, exhausted = self._run(
+                lambda tr: self._read_page(tr, stream, selector, end, min(want, page[0])), on_retry=shrink)
             out.extend(entries)
-            if len(entries) < want or last_key is None:
+            if exhausted or last_key is None:
                 break
             selector = fdb.KeySelector.first_greater_than(last_key)  # a fresh, short transaction per page
         return out
 
     def _read_page(self, tr: Any, stream: str, selector: Any, end: bytes,
-                   want: int) -> tuple[list[LogEntry], bytes | None]:
+                   want: int) -> tuple[list[LogEntry], bytes | None, bool]:
+        """One page: (entries, key of the last entry, True if the stream has nothing more)."""
         kvs = list(tr.get_range(selector, end, limit=want))
-        # chunk ranges of every chunked entry are requested together before any is waited on
+        exhausted = len(kvs) < want
+        # chunk ranges are requested together before any is waited on; the page stops early once it holds
+        # READ_PAGE_BYTES (the manifest says how large a chunked event is before its chunks are read)
         pending: list[tuple[bytes, bytes, Any]] = []
+        size = 0
+        last_key: bytes | None = None
         for kv in kvs:
             key, value = bytes(kv.key), bytes(kv.value)
             cursor = self.keys.cursor_of(stream, key)
             chunks = None
+            entry_size = len(value)
             if value[:1] == _MANIFEST:
+                entry_size = int(fdb.tuple.unpack(value[1:])[1])
+                if pending and size + entry_size > READ_PAGE_BYTES:
+                    exhausted = False
+                    break
                 cb, ce = self.keys.chunk_range(stream, cursor)
                 chunks = tr.get_range(cb, ce)
             pending.append((cursor, value, chunks))
-        entries = [LogEntry(cursor, self._decode(stream, cursor, value, chunks)) for cursor, value, chunks in pending]
-        return entries, (bytes(kvs[-1].key) if kvs else None)
+            last_key = key
+            size += entry_size
+        entries = [LogEntry(c, self._decode(stream, c, v, ch)) for c, v, ch in pending]
+        return entries, last_key, exhausted
 
     def _decode(self, stream: str, cursor: bytes, value: bytes, chunks: Any) -> ContextEvent:
         try:
@@ -487,10 +537,14 @@ class FdbEventLog:
                 if len(blob) != total or hashlib.sha256(blob).digest() != digest:
                     raise CodecError(f"chunked entry incomplete: {len(blob)} of {total} bytes in {count} chunks")
                 value = blob
-            return decode(value)
+            event = decode(value)
         except (CodecError, ValueError) as exc:
             # a corrupt entry fails every read the same way; name it so an operator can find it
             raise PermanentLogError(f"unreadable event at {stream} cursor {cursor.hex()}: {exc}") from exc
+        if event.tenant != self.tenant:  # cannot happen through append: a key written by hand or another tool
+            raise PermanentLogError(f"event {event.event_id} at {stream} cursor {cursor.hex()} belongs to tenant"
+                                    f" {event.tenant!r}, not {self.tenant!r}", [event.event_id])
+        return event
 
     # ---- wait --------------------------------------------------------------------------------------------
 
@@ -517,7 +571,8 @@ class FdbEventLog:
                 tr.commit().wait()
                 return False, watch
 
-            newer, watch = self._run(arm)
+            # the arming transaction's timeout also bounds its watch: let it outlive this wait
+            newer, watch = self._run(arm, timeout=max(0.0, deadline - time.monotonic()) + self.operation_timeout)
             if newer:
                 return True
             remaining = deadline - time.monotonic()
@@ -568,6 +623,9 @@ class FdbEventLog:
                 w.cancel()
             except fdb.FDBError:
                 pass  # already fired or released: nothing to stop
+
+    def __repr__(self) -> str:
+        return f"FdbEventLog({self.tenant!r}, cluster_file={self.cluster_file!r})"
 
     def __enter__(self) -> FdbEventLog:
         return self

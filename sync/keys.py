@@ -11,8 +11,9 @@ below is the whole story (``T`` is the tenant, ``S`` a stream, ``VS`` a tuple-la
     ("coditect", "context", "tenants", T, ...)           the seed's materialised views, values are references
         "users", U, "sessions", SESSION, "messages", ts_micros, hash   -> (S, VS) of the MessageIndexed event
         "shared", "decisions"|"patterns"|"errors", id                  -> (S, VS) of the KnowledgeExtracted event
-        "projects", P, "messages", ts_micros, hash                     -> (S, VS)
-        "projects", P, "knowledge", id                                 -> (S, VS)
+        "projects", P, "messages", ts_micros, hash                     -> (S, VS) of the MessageIndexed event
+        "projects", P, "knowledge", id                                 -> (S, VS) of the KnowledgeExtracted event
+        "knowledge", id                                                -> (S, VS, kind): the knowledge index
         "metadata", "limits", "events"|"bytes"                         -> int64 little-endian (operator-set quota)
         "metadata", "usage", "events"|"bytes"                          -> int64 little-endian (atomic add)
 
@@ -22,7 +23,9 @@ the tuple encoding is prefix-free, so a stream's range never covers another stre
 the two tenant subspaces removes a tenant entirely.
 
 View values reference the log entry (stream + versionstamp) instead of copying the event: messages can be
-megabytes and the log is the single source of truth; a view is only an index into it.
+megabytes and the log is the single source of truth; a view is only an index into it.  The knowledge index is
+the one addition to the seed's tree: a KnowledgeShared marker carries only the knowledge id, and filing it under
+``shared/{kind}`` needs the kind recorded when the knowledge was extracted (in the author's ``u/`` stream).
 """
 
 from __future__ import annotations
@@ -94,6 +97,12 @@ def stream_project(stream: str) -> str | None:
     return stream[2:] if stream.startswith("p/") else None
 
 
+def _project(project: str) -> str:
+    """A project name is whatever its ``p/`` stream admits."""
+    validate_stream(f"p/{project}")
+    return project
+
+
 class Keys:
     """Every key of one tenant."""
 
@@ -117,11 +126,11 @@ class Keys:
         return r.start, r.stop
 
     def log_key(self, stream: str, cursor: bytes) -> bytes:
-        return self.log(stream).pack((cursor_versionstamp(cursor),))
+        return bytes(self.log(stream).pack((cursor_versionstamp(cursor),)))
 
     def log_key_versionstamped(self, stream: str, user_version: int) -> bytes:
         """Key for ``set_versionstamped_key``: the commit fills in the versionstamp."""
-        return self.log(stream).pack_with_versionstamp((Versionstamp.incomplete(user_version),))
+        return bytes(self.log(stream).pack_with_versionstamp((Versionstamp.incomplete(user_version),)))
 
     def cursor_of(self, stream: str, key: bytes) -> bytes:
         """The 12-byte cursor of a log key, read back through the tuple layer."""
@@ -131,45 +140,44 @@ class Keys:
         return bytes(vs.to_bytes())
 
     def chunk_key_versionstamped(self, stream: str, user_version: int, index: int) -> bytes:
-        return self._chunks.pack_with_versionstamp(
+        return bytes(self._chunks.pack_with_versionstamp(
             (validate_stream(stream), Versionstamp.incomplete(user_version), index)
-        )
+        ))
 
     def chunk_range(self, stream: str, cursor: bytes) -> tuple[bytes, bytes]:
         r = self._chunks.range((validate_stream(stream), cursor_versionstamp(cursor)))
         return r.start, r.stop
 
     def head(self, stream: str) -> bytes:
-        return self._heads.pack((validate_stream(stream),))
+        return bytes(self._heads.pack((validate_stream(stream),)))
 
     def event_id(self, stream: str, event_id: str) -> bytes:
         if not isinstance(event_id, str) or not event_id:
             raise ValueError(f"invalid event_id {event_id!r}")
-        return self._event_ids.pack((validate_stream(stream), event_id))
+        return bytes(self._event_ids.pack((validate_stream(stream), event_id)))
 
     # ---- the seed's materialised views -------------------------------------------------------------------
 
     def message(self, user: str, session: str, ts_micros: int, content_hash: str) -> bytes:
-        return self.context.pack(
+        return bytes(self.context.pack(
             ("users", validate_name("user", user), "sessions", session, "messages", ts_micros, content_hash)
-        )
+        ))
 
     def shared(self, kind: str, knowledge_id: str) -> bytes:
         if kind not in SHARED_KINDS.values():
             raise ValueError(f"shared kind must be one of {sorted(SHARED_KINDS.values())}, not {kind!r}")
-        return self.context.pack(("shared", kind, knowledge_id))
+        return bytes(self.context.pack(("shared", kind, knowledge_id)))
 
     def project_message(self, project: str, ts_micros: int, content_hash: str) -> bytes:
-        return self.context.pack(("projects", validate_name("project", project), "messages", ts_micros,
-                                  content_hash))
+        return bytes(self.context.pack(("projects", _project(project), "messages", ts_micros, content_hash)))
 
     def project_knowledge(self, project: str, knowledge_id: str) -> bytes:
-        return self.context.pack(("projects", validate_name("project", project), "knowledge", knowledge_id))
+        return bytes(self.context.pack(("projects", _project(project), "knowledge", knowledge_id)))
 
     def knowledge(self, knowledge_id: str) -> bytes:
         """The knowledge index: id -> (stream, versionstamp, kind) of its KnowledgeExtracted event, so that a
         KnowledgeShared marker (which carries only the id) can file the knowledge under shared/{kind}."""
-        return self.context.pack(("knowledge", knowledge_id))
+        return bytes(self.context.pack(("knowledge", knowledge_id)))
 
     def share_target(self, target: str, kind: str | None, knowledge_id: str) -> bytes | None:
         """The view key a share lands in: ``team`` -> shared/{kind}/{id} (needs the kind), ``p/P`` ->
@@ -182,8 +190,12 @@ class Keys:
     def view_ref_versionstamped(self, stream: str, user_version: int, *extra: str) -> bytes:
         """Parameter for ``set_versionstamped_value``: a view entry stores (stream, versionstamp, *extra) of
         the event it indexes."""
-        return fdb.tuple.pack_with_versionstamp(
-            (validate_stream(stream), Versionstamp.incomplete(user_version), *extra))
+        return bytes(fdb.tuple.pack_with_versionstamp(
+            (validate_stream(stream), Versionstamp.incomplete(user_version), *extra)))
+
+    def view_ref(self, stream: str, cursor: bytes, *extra: str) -> bytes:
+        """A view value referencing an event already in the log."""
+        return bytes(fdb.tuple.pack((validate_stream(stream), cursor_versionstamp(cursor), *extra)))
 
     @staticmethod
     def unpack_view_ref(value: bytes) -> tuple[str, bytes, tuple[Any, ...]]:
@@ -207,7 +219,8 @@ class Keys:
         if event.type == MESSAGE_INDEXED:
             session, content_hash = data.get("session"), data.get("hash")
             ts = timestamp_micros(data.get("occurred_at"))
-            ts = ts if ts is not None else timestamp_micros(event.timestamp)
+            if ts is None:
+                ts = timestamp_micros(event.timestamp)
             if isinstance(session, str) and session and isinstance(content_hash, str) and ts is not None:
                 views.refs.append(self.message(event.user, session, ts, content_hash))
                 if project is not None:
@@ -224,12 +237,12 @@ class Keys:
                 if target is not None:
                     views.refs.append(target)
         elif event.type == KNOWLEDGE_SHARED:
-            kid, scope = data.get("knowledge_id"), data.get("scope")
-            if isinstance(kid, str) and kid:
+            shared_id, scope, project_name = data.get("knowledge_id"), data.get("scope"), data.get("project")
+            if isinstance(shared_id, str) and shared_id:
                 if scope == "team":
-                    views.shares.append((kid, "team"))
-                elif scope == "project" and isinstance(data.get("project"), str):
-                    views.shares.append((kid, "p/" + validate_name("project", data["project"])))
+                    views.shares.append((shared_id, "team"))
+                elif scope == "project" and isinstance(project_name, str):
+                    views.shares.append((shared_id, validate_stream("p/" + project_name)))
         return views
 
     # ---- metadata: quotas --------------------------------------------------------------------------------
@@ -237,12 +250,12 @@ class Keys:
     def limit(self, name: str) -> bytes:
         if name not in QUOTA_NAMES:
             raise ValueError(f"quota name must be one of {QUOTA_NAMES}, not {name!r}")
-        return self._metadata.pack(("limits", name))
+        return bytes(self._metadata.pack(("limits", name)))
 
     def usage(self, name: str) -> bytes:
         if name not in QUOTA_NAMES:
             raise ValueError(f"quota name must be one of {QUOTA_NAMES}, not {name!r}")
-        return self._metadata.pack(("usage", name))
+        return bytes(self._metadata.pack(("usage", name)))
 
     # ---- whole tenant ------------------------------------------------------------------------------------
 

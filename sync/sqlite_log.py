@@ -18,12 +18,15 @@ Same semantics as the FoundationDB adapter, so the sync engine and the contract 
 Durability: WAL with ``synchronous=FULL``.  ``NORMAL`` would be faster, but the sync engine marks outbox rows
 acked once ``append`` returns, so a commit lost to a power cut would lose events for good.
 
-``wait`` — how a reader learns of a commit made by another process without polling tightly: every commit in WAL
-mode writes to the ``-wal`` file, so a process-wide watchdog observer (inotify on Linux, FSEvents on macOS,
-ReadDirectoryChangesW on Windows) watches the log's *directory* (the ``-wal`` file is deleted and recreated when
-the last connection closes, a watch on the file itself would be lost) for modifications of ``<log>-wal`` or
-``<log>``, and bumps a generation counter that waiting threads block on.  Waiters never trust a wake-up: they
-re-run a cheap indexed "is there anything after my cursor" query.  A commit in the same process pokes the
+``wait`` — how a reader learns of a commit made by another process without polling tightly: after every commit
+that wrote something, the writer rewrites a sidecar file ``<log>-head`` (8 bytes: the commit version; content
+changes are the one kind of change every platform's notification reports).  A process-wide
+watchdog observer (inotify on Linux, FSEvents on macOS, ReadDirectoryChangesW on Windows) watches the log's
+*directory* (so that a sidecar deleted and recreated is still seen) and bumps a generation counter that waiting
+threads block on.  Watching the ``-wal`` file instead does not work: SQLite writes the frames there *before* it
+publishes the commit in the shared-memory index, so a waiter woken by that write can look too early, see
+nothing, and sleep through the commit.  Waiters never trust a wake-up either way: they re-run a cheap indexed
+"is there anything after my cursor" query.  A commit in the same process pokes the
 waiters directly, without the file system round trip.  As a safety net for missed notifications (network file
 systems, FSEvents coalescing) a waiter re-checks every ``recheck_interval`` (1 s); where no notification is
 available (``notify=False``, watch limits exhausted, a platform where watchdog would poll) it re-checks every
@@ -40,9 +43,9 @@ import os
 import struct
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence, cast
 
 import apsw
 import apsw.bestpractice
@@ -86,7 +89,6 @@ CREATE TABLE IF NOT EXISTS events(
 CREATE UNIQUE INDEX IF NOT EXISTS events_by_cursor ON events(tenant, stream, cursor);
 CREATE UNIQUE INDEX IF NOT EXISTS events_by_id ON events(tenant, stream, event_id);
 """
-_OUR_TABLES = {"clock", "events"}
 
 # Failures that say "not now" rather than "never": another writer holds the lock, the disk or the share is
 # gone for a moment, the file cannot be opened yet.
@@ -125,7 +127,8 @@ class SqliteEventLog:
         self._closed = False
         self._signal = _Signal()
         self._subscribed = False
-        self._watch_dir, self._watch_files = _watch_target(self.path)
+        self._head_file = Path(f"{self.path}-head")
+        self._watch_dir, self._watch_files = _watch_target(self._head_file)
         self._conn: apsw.Connection | None = None
         with self._lock:
             self._connection()  # fail early with a clear message; later failures reconnect lazily
@@ -160,15 +163,11 @@ class SqliteEventLog:
         payloads = [encode(e) for e in events]  # compress outside the write lock
         with self._lock, self._sqlite("append to"):
             conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                cursors = self._append_locked(conn, stream, events, payloads)
-                conn.execute("COMMIT")
-            except BaseException:
-                if not conn.getautocommit():
-                    conn.execute("ROLLBACK")
-                raise
-        _NOTIFIER.poke(self._watch_dir, self._watch_files)
+            with _immediate(conn):
+                cursors, version = self._append_locked(conn, stream, events, payloads)
+        if version is not None:
+            self._touch_head(version)
+            _NOTIFIER.poke(self._watch_dir, self._watch_files)
         return cursors
 
     def read(self, stream: str, after: bytes | None, limit: int = 1000) -> list[LogEntry]:
@@ -182,7 +181,11 @@ class SqliteEventLog:
                 " ORDER BY cursor LIMIT ?",
                 (self.tenant, stream, after or b"", limit),
             ).fetchall()
-        return [LogEntry(bytes(cursor), self._decode(stream, cursor, eid, payload)) for cursor, eid, payload in rows]
+        entries = []
+        for cursor, event_id, payload in rows:
+            cursor, event_id, payload = bytes(cast(bytes, cursor)), str(event_id), cast(bytes, payload)
+            entries.append(LogEntry(cursor, self._decode(stream, cursor, event_id, payload)))
+        return entries
 
     def wait(self, stream: str, after: bytes | None, timeout: float) -> bool:
         validate_stream(stream)
@@ -218,10 +221,8 @@ class SqliteEventLog:
             self._closed = True
             conn, self._conn = self._conn, None
             if conn is not None and self._pid == os.getpid():
-                try:
+                with suppress(apsw.Error):  # a courtesy; the next opener can do it
                     conn.pragma("optimize")
-                except apsw.Error:
-                    pass  # a courtesy; the next opener can do it
                 conn.close()
         if self._subscribed:
             _NOTIFIER.unsubscribe(self._watch_dir, self._signal)
@@ -231,12 +232,15 @@ class SqliteEventLog:
 
     def _append_locked(
         self, conn: apsw.Connection, stream: str, events: list[ContextEvent], payloads: list[bytes]
-    ) -> list[bytes]:
+    ) -> tuple[list[bytes], int | None]:
+        """Cursors for ``events`` and the commit version if anything was written (the caller holds the write
+        transaction)."""
         first_at: dict[str, int] = {}  # event_id -> position of its first occurrence in this batch
         for i, event in enumerate(events):
             first_at.setdefault(event.event_id, i)
         cursor_of: dict[str, bytes] = {}
         new: list[int] = []
+        version = 0
         for event_id, i in first_at.items():
             row = conn.execute(
                 "SELECT cursor FROM events WHERE tenant = ? AND stream = ? AND event_id = ?",
@@ -245,19 +249,33 @@ class SqliteEventLog:
             if row is None:
                 new.append(i)
             else:
-                cursor_of[event_id] = bytes(row[0])
+                cursor_of[event_id] = bytes(cast(bytes, row[0]))
         if new:
-            (version,) = conn.execute(
+            clock = conn.execute(
                 "UPDATE clock SET version = max(version + 1, ?) WHERE id = 1 RETURNING version",
                 (time.time_ns() // 1000,),
             ).fetchone()
+            if clock is None:  # created with the schema and never deleted: the file was tampered with
+                raise PermanentLogError(f"{self.path} has lost its clock row: not a sound cxsync event log")
+            version = int(cast(int, clock[0]))
             for i in new:
                 cursor_of[events[i].event_id] = _CURSOR.pack(version, 0, i)
             conn.executemany(
                 "INSERT INTO events(tenant, stream, cursor, event_id, payload) VALUES (?, ?, ?, ?, ?)",
                 [(self.tenant, stream, cursor_of[events[i].event_id], events[i].event_id, payloads[i]) for i in new],
             )
-        return [cursor_of[e.event_id] for e in events]
+        return [cursor_of[e.event_id] for e in events], version if new else None
+
+    def _touch_head(self, version: int) -> None:
+        """Tell waiting processes that a commit is visible (after COMMIT: earlier they could look too soon)."""
+        try:
+            fd = os.open(self._head_file, os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, version.to_bytes(8, "big"))
+            finally:
+                os.close(fd)
+        except OSError as exc:  # waiters elsewhere fall back to their periodic re-check
+            log.debug("cannot write %s: %s", self._head_file, exc)
 
     def _has_newer(self, stream: str, after: bytes | None) -> bool:
         with self._lock, self._sqlite("read from"):
@@ -272,12 +290,12 @@ class SqliteEventLog:
             event = decode(payload)
         except CodecError as exc:
             raise PermanentLogError(
-                f"corrupt event {event_id} at cursor {bytes(cursor).hex()} in stream {stream!r} of {self.path}: {exc}",
+                f"corrupt event {event_id} at cursor {cursor.hex()} in stream {stream!r} of {self.path}: {exc}",
                 [event_id],
             ) from exc
         if event.tenant != self.tenant:  # cannot happen through append; a hand-edited or damaged file
             raise PermanentLogError(
-                f"event {event_id} at cursor {bytes(cursor).hex()} in {self.path} belongs to tenant"
+                f"event {event_id} at cursor {cursor.hex()} in {self.path} belongs to tenant"
                 f" {event.tenant!r}, not {self.tenant!r}",
                 [event_id],
             )
@@ -289,6 +307,7 @@ class SqliteEventLog:
         with self._lock:
             if not self._subscribed and not self._closed:
                 self._subscribed = _NOTIFIER.subscribe(self._watch_dir, self._watch_files, self._signal)
+                self._notify = self._subscribed  # do not try (and fail) again on every wait
             return self._subscribed
 
     def _connection(self) -> apsw.Connection:
@@ -325,40 +344,40 @@ class SqliteEventLog:
         with self._sqlite("open"):
             conn.set_busy_timeout(self._busy_timeout_ms)
             apsw.bestpractice.connection_dqs(conn)
-            apsw.bestpractice.connection_optimize(conn)
+            ready = self._is_current_log(conn)  # read only, before anything writes to a file that may not be ours
             mode = conn.pragma("journal_mode", "wal")
             if str(mode).lower() != "wal":
                 log.warning("%s: WAL is not available here (journal_mode=%s); sharing is slower", self.path, mode)
             conn.pragma("synchronous", "FULL")
             conn.pragma("journal_size_limit", 64 << 20)
-            conn.execute("BEGIN IMMEDIATE")  # two processes creating the schema at once: one does it
-            try:
-                self._check_or_create_schema(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                if not conn.getautocommit():
-                    conn.execute("ROLLBACK")
-                raise
+            if not ready:
+                with _immediate(conn):  # two processes creating the schema at once: one does it, one waits
+                    if not self._is_current_log(conn):
+                        conn.execute(_SCHEMA)
+                        conn.pragma("application_id", APPLICATION_ID)
+                        conn.pragma("user_version", SCHEMA_VERSION)
+            apsw.bestpractice.connection_optimize(conn)
 
-    def _check_or_create_schema(self, conn: apsw.Connection) -> None:
+    def _is_current_log(self, conn: apsw.Connection) -> bool:
+        """True for a log of this schema, False for a new (empty) file; refuse anything else."""
         app_id = conn.pragma("application_id")
         version = conn.pragma("user_version")
-        if app_id not in (0, APPLICATION_ID):
-            raise PermanentLogError(f"{self.path} is another application's SQLite database, not a cxsync event log")
-        if app_id == 0:
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
-            if tables - _OUR_TABLES:
+        if app_id == APPLICATION_ID:
+            if version > SCHEMA_VERSION:
                 raise PermanentLogError(
-                    f"{self.path} is another SQLite database (tables {', '.join(sorted(tables))}), not a cxsync"
-                    " event log: point sync.target at a file of its own"
+                    f"{self.path} was written by a newer cxsync (log schema {version}, this one knows"
+                    f" {SCHEMA_VERSION})"
                 )
-        elif version > SCHEMA_VERSION:
+            return bool(version == SCHEMA_VERSION)
+        if app_id != 0:
+            raise PermanentLogError(f"{self.path} is another application's SQLite database, not a cxsync event log")
+        tables = sorted(r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'"))
+        if tables:
             raise PermanentLogError(
-                f"{self.path} was written by a newer cxsync (log schema {version}, this one knows {SCHEMA_VERSION})"
+                f"{self.path} is another SQLite database (tables {', '.join(tables)}), not a cxsync event log:"
+                " point sync.target at a file of its own"
             )
-        conn.execute(_SCHEMA)
-        conn.pragma("application_id", APPLICATION_ID)
-        conn.pragma("user_version", SCHEMA_VERSION)
+        return False
 
     @contextmanager
     def _sqlite(self, action: str) -> Iterator[None]:
@@ -375,14 +394,26 @@ class SqliteEventLog:
             if isinstance(exc, (apsw.IOError, apsw.CantOpenError)) and self._conn is not None:
                 # The file may have gone with its share: reopen on the next call instead of reusing the handle.
                 conn, self._conn = self._conn, None
-                try:
+                with suppress(apsw.Error):
                     conn.close()
-                except apsw.Error:
-                    pass
             kind = "busy" if isinstance(exc, (apsw.BusyError, apsw.LockedError)) else "unavailable"
             if not isinstance(exc, _TRANSIENT):
                 kind = "failed"
             raise TransientLogError(f"cannot {action} the sqlite event log {self.path} ({kind}): {exc}") from exc
+
+
+@contextmanager
+def _immediate(conn: apsw.Connection) -> Iterator[None]:
+    """A write transaction that takes the write lock up front: no deadlock-prone read-to-write upgrade."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if not conn.getautocommit():
+            with suppress(apsw.Error):  # keep the original error; a broken connection rolls back anyway
+                conn.execute("ROLLBACK")
+        raise
 
 
 # ---- change notification ----------------------------------------------------------------------------------
@@ -409,11 +440,10 @@ class _Signal:
             self._cond.wait_for(lambda: self._generation != generation, timeout)
 
 
-def _watch_target(path: Path) -> tuple[str, frozenset[str]]:
+def _watch_target(head_file: Path) -> tuple[str, frozenset[str]]:
     """The directory to watch and the files in it whose change means "a commit happened"."""
-    real = os.path.realpath(path)  # SQLite names the -wal after the resolved path, and so does inotify
-    directory = os.path.dirname(real)
-    return directory, frozenset({real, real + "-wal"})
+    real = os.path.realpath(head_file)  # watchdog reports paths under the resolved directory
+    return os.path.dirname(real), frozenset({real})
 
 
 class _DirHandler:
