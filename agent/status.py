@@ -65,29 +65,37 @@ def collect(cfg: Config) -> dict[str, Any]:
         if agent.get("error"):
             out["last_error"] = agent["error"]
     if cfg.paths.cache_db.exists():
-        from cxsync.cache import open_cache
+        # Plain SQL on a read-only connection: status must not import the apply/codec machinery.
+        from cxsync.cache.db import connect
 
-        with open_cache(cfg.paths.cache_db, readonly=True) as cache:
-            c = cache.conn
+        c = connect(cfg.paths.cache_db, readonly=True)
+        try:
+            def state(key: str, default: Any = None) -> Any:
+                row = c.execute("SELECT value FROM state WHERE key=?", (key,)).fetchone()
+                return json.loads(row[0]) if row else default
+
             out["messages"] = c.execute("SELECT count(*) FROM messages").fetchone()[0]
             out["sessions"] = c.execute("SELECT count(*) FROM sessions WHERE session_id = root_session").fetchone()[0]
-            ob = cache.outbox_counts()
-            out["outbox"], out["quarantined"] = ob["pending"], ob["quarantined"]
-            out["import"] = {"done": cache.get_state("import_done", 0), "total": cache.get_state("import_total", 0)}
-            out["last_push"] = cache.get_state("last_push")
-            out["last_pull"] = cache.get_state("last_pull")
-            streams = cache.get_state("streams", {}) or {}
-            cursors = cache.cursors()
+            ob = dict(c.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall())
+            out["outbox"], out["quarantined"] = ob.get("pending", 0), ob.get("quarantined", 0)
+            out["import"] = {"done": state("import_done", 0), "total": state("import_total", 0)}
+            out["last_push"] = state("last_push")
+            out["last_pull"] = state("last_pull")
+            streams = state("streams", {}) or {}
+            cursors = {s: bytes(cur).hex() if cur else None
+                       for s, cur in c.execute("SELECT stream, cursor FROM cursors").fetchall()}
             if not agent:
                 out["transcripts_watched"] = c.execute("SELECT count(*) FROM files WHERE status='active'").fetchone()[0]
             for s in sorted(set(cfg.sync.subscribe) | set(cursors) | set(streams)):
                 info = streams.get(s, {})
                 out["streams"][s] = {
-                    "cursor": (cursors.get(s) or {}).get("cursor"),
+                    "cursor": cursors.get(s),
                     "last_pull": info.get("last_pull"),
                     "lag_s": round(_age(info.get("caught_up_at")) or 0.0, 1) if info.get("caught_up_at") else None,
                 }
-            err = cache.get_state("last_error")
+            err = state("last_error")
             if err and not out["last_error"]:
                 out["last_error"] = err
+        finally:
+            c.close()
     return out

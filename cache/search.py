@@ -8,7 +8,6 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import apsw
-import apsw.fts5query
 
 HL_OPEN, HL_CLOSE = "\x02", "\x03"  # snippet highlight markers; the CLI renders them (bold, or ** in --json)
 
@@ -69,6 +68,8 @@ def parse_since(when: str, now: datetime | None = None) -> str:
 
 def plain_to_fts(text: str) -> str:
     """Plain words → an FTS5 query where every word must occur, each quoted (no operator injection)."""
+    import apsw.fts5query  # imports apsw.ext (~100 ms): only when a search runs, never for `cxsync status`
+
     words = [w for w in re.split(r"\s+", text.strip()) if w]
     if not words:
         raise QueryError("empty search", "give some words to look for")
