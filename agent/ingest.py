@@ -58,11 +58,48 @@ def _state_from_row(path: str, row: dict[str, Any] | None) -> FileState | None:
                      row["head_len"] or 0, row["head_hash"] or "", row["size"] or 0, row["mtime"] or 0.0)
 
 
+class _Pending:
+    """Events of several files held for one transaction during a backfill (FTS5 and the WAL both prefer a few
+    large transactions).  Lookups consult it before the cache, so dedup and merging see what is held here."""
+
+    def __init__(self) -> None:
+        self.events: list[ev.ContextEvent] = []
+        self.files: list[dict[str, Any]] = []
+        self.messages: dict[str, dict[str, Any]] = {}
+        self.sessions: set[str] = set()
+        self.records: set[str] = set()
+        self.end_checks: list[tuple[tx.FileContext, FileState | None]] = []
+
+    def add(self, events: list[ev.ContextEvent], fstate: dict[str, Any]) -> None:
+        self.events.extend(events)
+        self.files.append(fstate)
+        for e in events:
+            if e.type == ev.MESSAGE_INDEXED:
+                self.messages[e.data["key"]] = {"session": e.data["session"], "parts": e.data.get("parts", 1),
+                                                "event": e}
+            elif e.type == ev.SESSION_STARTED:
+                self.sessions.add(e.data["session"])
+            elif e.type == ev.RECORDS_CAPTURED:
+                self.records.update(r["key"] for r in e.data.get("records", []))
+
+
 class Ingestor:
+    BATCH_EVENTS = 3000
+
     def __init__(self, cache: Cache, identity: ev.Identity, roots: Iterable[Path]) -> None:
         self.cache = cache
         self.identity = identity
         self.roots = [Path(r) for r in roots]
+        self._pending: _Pending | None = None
+
+    def _flush(self) -> None:
+        pending = self._pending
+        if pending is None or not (pending.events or pending.files):
+            return
+        self._pending = _Pending()
+        self.cache.apply(pending.events, "local", files=pending.files)
+        for ctx, state in pending.end_checks:
+            self._maybe_end_session(ctx, state)
 
     # ---- discovery ------------------------------------------------------------------------------------------
 
@@ -127,11 +164,20 @@ class Ingestor:
                 "head_len": res.state.head_len, "head_hash": res.state.head_hash, "size": res.state.size,
                 "mtime": res.state.mtime, "malformed_add": malformed,
             }
-            self.cache.apply(events, "local", files=[fstate])
             state = res.state
+            if self._pending is None:
+                self.cache.apply(events, "local", files=[fstate])
+            else:
+                self._pending.add(events, fstate)
+                # A file read in several slices: its next slice must see this one (split messages merge).
+                if res.more or len(self._pending.events) >= self.BATCH_EVENTS:
+                    self._flush()
             if not res.more:
                 break
-        self._maybe_end_session(ctx, state)
+        if self._pending is None:
+            self._maybe_end_session(ctx, state)
+        else:
+            self._pending.end_checks.append((ctx, state))
         return stats
 
     def _context(self, tf: TranscriptFile, parent: str | None) -> tx.FileContext:
@@ -158,7 +204,10 @@ class Ingestor:
                 groups.setdefault(key, []).append(p)
         events: list[ev.ContextEvent] = []
         new_session = False
-        if ctx.session not in self.cache.known_sessions([ctx.session]) and (groups or others):
+        pending = self._pending
+        known_session = (pending is not None and ctx.session in pending.sessions) or \
+            ctx.session in self.cache.known_sessions([ctx.session])
+        if not known_session and (groups or others):
             first = next((p.record for p in pieces if isinstance(p.record.get("cwd"), str)), {})
             started = next((p.record["timestamp"] for p in pieces if isinstance(p.record.get("timestamp"), str)),
                            None)
@@ -169,7 +218,8 @@ class Ingestor:
                 "project_slug": tf.project_slug,
             }))
             new_session = True
-        known = self.cache.known_messages(groups)
+        held = {k: pending.messages[k] for k in groups if pending is not None and k in pending.messages}
+        known = {**self.cache.known_messages([k for k in groups if k not in held]), **held}
         indexed_at = _now()
         n_msgs = 0
         for key, group in groups.items():
@@ -177,7 +227,8 @@ class Ingestor:
             if have is not None:
                 if have["session"] != ctx.session:
                     continue  # the same record copied into another file (resume/fork): first capture stays
-                old = ev.decode(have["event"]).data
+                old_event = have["event"]
+                old = (old_event if isinstance(old_event, ev.ContextEvent) else ev.decode(old_event)).data
                 seen = {p.raw for p in group}
                 merged = [p for p in tx.pieces_from_raws(old.get("records", []), old.get("lines", []))
                           if p.raw not in seen] + group
@@ -203,6 +254,8 @@ class Ingestor:
                         r["leaf_uuid"] = p.record["leafUuid"]
                 recs.append(r)
             fresh = self.cache.known_records(r["key"] for r in recs)
+            if pending is not None:
+                fresh |= {r["key"] for r in recs if r["key"] in pending.records}
             recs = [r for r in recs if r["key"] not in fresh]
             for i in range(0, len(recs), RECORDS_PER_EVENT):
                 chunk = recs[i:i + RECORDS_PER_EVENT]
@@ -230,12 +283,18 @@ class Ingestor:
         files.sort(key=lambda f: (f.kind != "main", str(f.path)))
         total = IngestStats()
         self.cache.set_state(import_total=len(files), import_done=0)
-        for i, tf in enumerate(files, 1):
-            total.add(self.ingest_file(tf))
-            if progress:
-                progress(tf, i, len(files))
-            if i % 20 == 0 or i == len(files):
-                self.cache.set_state(import_done=i)
+        self._pending = _Pending()
+        try:
+            for i, tf in enumerate(files, 1):
+                total.add(self.ingest_file(tf))
+                if progress:
+                    progress(tf, i, len(files))
+                if i % 20 == 0 or i == len(files):
+                    self._flush()
+                    self.cache.set_state(import_done=i)
+            self._flush()
+        finally:
+            self._pending = None
         return total
 
 
