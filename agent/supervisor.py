@@ -33,6 +33,7 @@ log = logging.getLogger("cxsync.agent")
 
 DEBOUNCE = 0.05
 SLEEP_JUMP = 30.0  # seconds of wall clock beyond the monotonic clock that mean "the machine slept"
+CLOCK_INTERVAL = 60.0
 
 
 class AlreadyRunning(CxError):
@@ -98,6 +99,9 @@ class Supervisor:
         self._watched = 0
         self._observer_kind = "none"
         self._credential_backend: str | None = None
+        self.clock_interval = CLOCK_INTERVAL
+        self.wall_clock: Callable[[], float] = time.time  # replaceable: tests simulate a suspend
+        self.wakeups = 0
         self.cache: Any = None
         self.engine: Any = None
         self.control: Any = None
@@ -400,11 +404,13 @@ class Supervisor:
         self._publish_state()
 
     def _clock_loop(self) -> None:
-        last_wall, last_mono = time.time(), time.monotonic()
-        while not self.stop_event.wait(60.0):
-            wall, mono = time.time(), time.monotonic()
+        # The monotonic clock stops while the machine sleeps; the wall clock does not.
+        last_wall, last_mono = self.wall_clock(), time.monotonic()
+        while not self.stop_event.wait(self.clock_interval):
+            wall, mono = self.wall_clock(), time.monotonic()
             if (wall - last_wall) - (mono - last_mono) > SLEEP_JUMP:
                 log.info("the machine woke from sleep: rescanning and re-arming sync")
+                self.wakeups += 1
                 self._enqueue("", True)
                 self.sync_now()
             last_wall, last_mono = wall, mono

@@ -1,0 +1,107 @@
+"""The supervisor in-process: threads, the watch-limit fallback, wake-from-sleep, the control channel."""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from cxsync.agent.config import load_config
+from cxsync.agent.control import send
+from cxsync.agent.errors import AgentNotRunning
+from cxsync.agent.supervisor import AlreadyRunning, Supervisor
+from tests import transcripts as T
+from tests.helpers import wait_until
+
+SID = "5e550000-0000-4000-8000-000000000001"
+
+
+@pytest.fixture
+def cfg(tmp_path: Path, claude_home: Path):
+    home = tmp_path / "cxhome"
+    home.mkdir()
+    (home / "config.toml").write_text('[identity]\ntenant = "acme"\nuser = "bob"\nmachine = "m"\n'
+                                      f'[transcripts]\nroots = ["{claude_home}"]\n')
+    T.write(T.session_file(claude_home, SID), [T.user(SID, "hello supervisor")])
+    return load_config(env={**os.environ, "CXSYNC_HOME": str(home)})
+
+
+def test_workers_are_named_and_stop_within_budget(cfg, no_thread_leak) -> None:
+    sup = Supervisor(cfg)
+    sup.start()
+    names = {t.name for t in sup._threads}
+    assert {"ingest", "clock", "credentials"} <= names
+    wait_until(lambda: sup.cache.search("supervisor"), 10)
+    t0 = time.monotonic()
+    assert sup.stop(5) == []
+    assert time.monotonic() - t0 < 5
+
+
+def test_single_instance_lock(cfg, no_thread_leak) -> None:
+    a = Supervisor(cfg)
+    a.start()
+    try:
+        with pytest.raises(AlreadyRunning) as exc:
+            Supervisor(cfg).start()
+        assert exc.value.pid == os.getpid() and exc.value.exit_code == 0
+    finally:
+        a.stop(5)
+
+
+def test_watch_limit_falls_back_to_polling_with_an_actionable_message(cfg, monkeypatch, no_thread_leak) -> None:
+    from watchdog.observers import Observer
+
+    def refuse(self, *a, **kw):
+        raise OSError(errno.ENOSPC, "inotify watch limit reached")
+
+    monkeypatch.setattr(Observer, "schedule", refuse)
+    sup = Supervisor(cfg)
+    sup.start()
+    try:
+        assert sup._observer_kind == "polling"
+        assert "max_user_watches" in sup._error["hint"]
+        f = T.session_file(Path(cfg.roots[0]), SID)
+        T.write(f, [T.user(SID, "seen by polling")], mode="ab")
+        wait_until(lambda: sup.cache.search("polling"), 10, what="the polling observer saw the append")
+    finally:
+        sup.stop(5)
+
+
+def test_wake_from_sleep_rescans_and_rearms_sync(cfg, no_thread_leak) -> None:
+    sup = Supervisor(cfg)
+    offset = [0.0]
+    sup.wall_clock = lambda: time.time() + offset[0]
+    sup.clock_interval = 0.05
+    sup.start()
+    try:
+        wait_until(lambda: sup.cache.search("supervisor"), 10)
+        f = T.session_file(Path(cfg.roots[0]), SID)
+        sup._observers[0].stop()  # no notification will tell us: only the wake-up rescan can find the change
+        sup._observers[0].join(5)
+        T.write(f, [T.user(SID, "written while asleep")], mode="ab")
+        offset[0] = 3600.0  # an hour passed on the wall clock, none on the monotonic one
+        wait_until(lambda: sup.wakeups >= 1, 5)
+        wait_until(lambda: sup.cache.search("asleep"), 10, what="rescan after wake-up")
+    finally:
+        sup.stop(5)
+
+
+def test_control_channel_drives_the_agent_and_refuses_strangers(cfg, no_thread_leak) -> None:
+    sup = Supervisor(cfg)
+    sup.start()
+    try:
+        assert send(cfg.paths, "pause")["status"]["state"] == "paused"
+        assert send(cfg.paths, "resume")["ok"]
+        assert cfg.paths.control_key.stat().st_mode & 0o077 == 0
+        from multiprocessing.connection import Client
+
+        with pytest.raises(Exception):  # a wrong key fails the handshake
+            Client(str(cfg.paths.control_socket), family="AF_UNIX", authkey=b"x" * 32).send({"cmd": "stop"})
+        assert send(cfg.paths, "ping")["ok"]  # and the server survived it
+    finally:
+        sup.stop(5)
+    with pytest.raises(AgentNotRunning):
+        send(cfg.paths, "status")
