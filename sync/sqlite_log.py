@@ -1,4 +1,7 @@
-"""The embedded EventLog: one SQLite file, shared by the processes of one machine (or a small team's share).
+"""The embedded EventLog: one SQLite file shared by the processes of one machine.
+
+WAL needs shared memory between its users, so every process that opens the file must run on the same host; a
+file on a network share works for one machine at a time (and an unreachable share is a transient error).
 
 Same semantics as the FoundationDB adapter, so the sync engine and the contract suite cannot tell them apart:
 
@@ -19,19 +22,19 @@ Durability: WAL with ``synchronous=FULL``.  ``NORMAL`` would be faster, but the 
 acked once ``append`` returns, so a commit lost to a power cut would lose events for good.
 
 ``wait`` — how a reader learns of a commit made by another process without polling tightly: after every commit
-that wrote something, the writer rewrites a sidecar file ``<log>-head`` (8 bytes: the commit version; content
-changes are the one kind of change every platform's notification reports).  A process-wide
-watchdog observer (inotify on Linux, FSEvents on macOS, ReadDirectoryChangesW on Windows) watches the log's
-*directory* (so that a sidecar deleted and recreated is still seen) and bumps a generation counter that waiting
-threads block on.  Watching the ``-wal`` file instead does not work: SQLite writes the frames there *before* it
-publishes the commit in the shared-memory index, so a waiter woken by that write can look too early, see
-nothing, and sleep through the commit.  Waiters never trust a wake-up either way: they re-run a cheap indexed
-"is there anything after my cursor" query.  A commit in the same process pokes the
-waiters directly, without the file system round trip.  As a safety net for missed notifications (network file
-systems, FSEvents coalescing) a waiter re-checks every ``recheck_interval`` (1 s); where no notification is
-available (``notify=False``, watch limits exhausted, a platform where watchdog would poll) it re-checks every
-50 ms — a bounded wait on a condition, never a spin.  The observer starts with the first wait that has to block
-and stops when the last log of the process that waited is closed.
+that wrote something, the writer rewrites a sidecar file ``<log>-head`` (8 bytes, the commit version: a content
+change is the one kind of change every platform's notification reports).  A process-wide watchdog observer
+(inotify on Linux, FSEvents on macOS, ReadDirectoryChangesW on Windows) watches the log's *directory* (so that a
+sidecar deleted and recreated is still seen) and bumps a generation counter that waiting threads block on.
+Watching the ``-wal`` file instead does not work: SQLite writes the frames there *before* it publishes the commit
+in the shared-memory index, so a waiter woken by that write can look too early, see nothing, and sleep through
+the commit.  Waiters never trust a wake-up either way: they re-run a cheap indexed "anything after my cursor?"
+query.  A commit in the same process pokes its waiters directly, without the file-system round trip.
+
+As a safety net for missed notifications a waiter re-checks every ``recheck_interval`` (1 s); where no
+notification is available (``notify=False``, watch limits exhausted, a platform where watchdog would poll) it
+re-checks every 50 ms — a bounded wait on a condition, never a spin.  The observer starts with the first wait that
+has to block and stops when the last log of the process that waited is closed.
 
 Several threads may share one ``SqliteEventLog`` (one connection behind a lock); each process opens its own.
 """
@@ -396,8 +399,11 @@ class SqliteEventLog:
                 conn, self._conn = self._conn, None
                 with suppress(apsw.Error):
                     conn.close()
-            kind = "busy" if isinstance(exc, (apsw.BusyError, apsw.LockedError)) else "unavailable"
-            if not isinstance(exc, _TRANSIENT):
+            if isinstance(exc, (apsw.BusyError, apsw.LockedError)):
+                kind = "busy"
+            elif isinstance(exc, _TRANSIENT):
+                kind = "unavailable"
+            else:  # not known to be transient, but retrying beats dropping the outbox: the engine backs off
                 kind = "failed"
             raise TransientLogError(f"cannot {action} the sqlite event log {self.path} ({kind}): {exc}") from exc
 
