@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -11,10 +10,6 @@ import apsw
 import apsw.bestpractice
 
 from cxsync.cache.schema import MIGRATIONS
-
-_bp_lock = threading.Lock()
-_bp_applied = False
-
 
 class CacheError(Exception):
     """The cache cannot be opened or used (corrupt, newer schema, unwritable)."""
@@ -25,14 +20,13 @@ class CacheError(Exception):
         self.hint = hint
 
 
-def _apply_bestpractice() -> None:
-    global _bp_applied
-    with _bp_lock:
-        if not _bp_applied:
-            # Everything but library-wide logging, which would route SQLite's chatter into the root logger.
-            apsw.bestpractice.apply(tuple(f for f in apsw.bestpractice.recommended
-                                          if f is not apsw.bestpractice.library_logging))
-            _bp_applied = True
+def _best_practice(conn: apsw.Connection) -> None:
+    """apsw's recommended connection settings, applied to our connections only: ``apsw.bestpractice.apply``
+    would install them as process-wide hooks on every connection (the event log's, a test's), and route
+    SQLite's log into ours."""
+    for fn in apsw.bestpractice.recommended:
+        if fn is not apsw.bestpractice.library_logging:
+            fn(conn)
 
 
 def now_iso() -> str:
@@ -40,7 +34,6 @@ def now_iso() -> str:
 
 
 def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> apsw.Connection:
-    _apply_bestpractice()
     p = Path(path)
     if readonly:
         if not p.exists():
@@ -52,6 +45,8 @@ def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> apsw.Con
         old_umask = os.umask(0o077)  # the db, -wal and -shm files are created private
     try:
         conn = apsw.Connection(str(p), flags=flags)
+        if not readonly:
+            _best_practice(conn)
         conn.setbusytimeout(10_000)
         if not readonly:
             conn.execute("PRAGMA journal_mode=WAL")

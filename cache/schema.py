@@ -46,10 +46,9 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             kinds TEXT,
             event_id TEXT NOT NULL
         );
+        -- Searches are driven by the FTS index (project/role/time filter the joined rows), so the only other
+        -- index is the one `show` and the session views need: every index costs each insert.
         CREATE INDEX messages_session ON messages(root_session, occurred_at);
-        CREATE INDEX messages_hash ON messages(hash);
-        CREATE INDEX messages_occurred ON messages(occurred_at);
-        CREATE INDEX messages_project ON messages(project);
 
         CREATE VIRTUAL TABLE messages_fts USING fts5(
             content, content='messages', content_rowid='id', tokenize='porter unicode61 remove_diacritics 2'

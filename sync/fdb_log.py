@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ READ_PAGE_BYTES = 4_000_000  # chunked events make keys an unreliable measure of
 
 _MANIFEST = b"\x00"  # first byte of a chunked entry; never a codec version (those start at 1)
 _TOO_LARGE = {2101: "transaction_too_large", 2102: "key_too_large", 2103: "value_too_large"}
-_CANCELLED, _TOO_MANY_WATCHES, _TOO_OLD = 1101, 1032, 1007
+_TOO_OLD = 1007
 
 INSTALL_HINT = (
     "install the FoundationDB client library (libfdb_c) for this platform: the 'foundationdb-clients' package "
@@ -104,7 +105,7 @@ _binding_lock = threading.Lock()
 _network_tls: Mapping[str, Any] | None = None
 _network_opened = False
 
-_TLS_OPTIONS = {  # tls dict key -> (network option setter, kind); the password must precede the key
+_TLS_OPTIONS = {  # tls key -> (network option setter, kind), in the order they are set: password before key
     "password": ("set_tls_password", str),
     "cert_path": ("set_tls_cert_path", str),
     "key_path": ("set_tls_key_path", str),
@@ -112,6 +113,7 @@ _TLS_OPTIONS = {  # tls dict key -> (network option setter, kind); the password 
     "verify_peers": ("set_tls_verify_peers", bytes),
     "disable_plaintext": ("set_tls_disable_plaintext_connection", bool),
 }
+_TLS_ALIASES = {"cert": "cert_path", "key": "key_path", "ca": "ca_path"}  # the config file's tls_cert/_key/_ca
 
 
 def select_api_version(requested: int | None = None) -> int:
@@ -135,6 +137,9 @@ def select_api_version(requested: int | None = None) -> int:
                     "requested",
                     "the binding selects one API version per process: use the same api_version everywhere",
                 )
+            if current not in SUPPORTED_API_VERSIONS:
+                raise LogConfigError(f"this process selected FoundationDB API version {current}",
+                                     f"cxsync needs one of {SUPPORTED_API_VERSIONS}")
             return current
         version = DEFAULT_API_VERSION if requested is None else requested
         if version not in SUPPORTED_API_VERSIONS:
@@ -142,32 +147,38 @@ def select_api_version(requested: int | None = None) -> int:
                                  f"use one of {SUPPORTED_API_VERSIONS}")
         try:
             fdb.api_version(version)
-        except Exception as exc:  # the binding raises a bare Exception/OSError/RuntimeError for a missing lib
-            raise FdbUnavailable(f"the FoundationDB client library could not be loaded ({exc})",
-                                 INSTALL_HINT) from exc
+        except Exception as exc:  # the binding raises a bare Exception (or OSError) when libfdb_c is missing
+            loaded = "fdb.impl" in sys.modules  # a failed import leaves nothing behind
+            title = ("the installed FoundationDB client library does not match the Python binding" if loaded
+                     else "the FoundationDB client library could not be loaded")
+            raise FdbUnavailable(f"{title} ({exc})", INSTALL_HINT) from exc
         return version
+
+
+def _canonical_tls(tls: Mapping[str, Any] | None) -> dict[str, Any]:
+    out = {_TLS_ALIASES.get(k, k): v for k, v in (tls or {}).items() if v is not None}
+    unknown = sorted(set(out) - set(_TLS_OPTIONS))
+    if unknown:
+        raise LogConfigError(f"unknown FoundationDB TLS option(s) {unknown}",
+                             f"known: {sorted(_TLS_OPTIONS)} (or cert, key, ca)")
+    return out
 
 
 def _apply_tls(tls: Mapping[str, Any] | None) -> None:
     """TLS settings are network options: they only take effect before the first database is opened."""
     global _network_tls
+    wanted = _canonical_tls(tls)
     if _network_opened:
-        if tls and dict(tls) != dict(_network_tls or {}):
+        if wanted and wanted != (_network_tls or {}):
             raise LogConfigError(
                 "FoundationDB TLS options must be set before the first database is opened in this process",
                 "give every FdbEventLog of the process the same tls settings",
             )
         return
-    if not tls:
-        return
-    unknown = sorted(set(tls) - set(_TLS_OPTIONS))
-    if unknown:
-        raise LogConfigError(f"unknown FoundationDB TLS option(s) {unknown}",
-                             f"known: {sorted(_TLS_OPTIONS)}")
     for name, (setter, kind) in _TLS_OPTIONS.items():
-        if name not in tls or tls[name] is None:
+        if name not in wanted:
             continue
-        value = tls[name]
+        value = wanted[name]
         option = getattr(fdb.options, setter)
         try:
             if kind is bool:
@@ -180,7 +191,7 @@ def _apply_tls(tls: Mapping[str, Any] | None) -> None:
         except fdb.FDBError as exc:
             raise LogConfigError(f"FoundationDB rejected TLS option {name!r}: {exc}",
                                  "check the certificate, key and CA paths and the key password") from exc
-    _network_tls = dict(tls)
+    _network_tls = wanted
 
 
 def _open_database(cluster_file: str | None, tls: Mapping[str, Any] | None) -> Any:
@@ -282,13 +293,16 @@ class FdbEventLog:
             return PermanentLogError(f"FoundationDB refused the write: {_TOO_LARGE[code]} ({code})", event_ids)
         if 2000 <= code < 3000:  # client/API misuse: the same call fails the same way
             return PermanentLogError(f"FoundationDB rejected the operation: {exc}", event_ids)
-        if code == 1021:
+        if code in (1021, 1031):  # the commit may have landed: the dedup keys make the caller's retry safe
             return TransientLogError(f"FoundationDB commit outcome unknown ({exc}); a retry is safe")
         return TransientLogError(f"FoundationDB unavailable or busy: {exc}")
 
     # ---- append ------------------------------------------------------------------------------------------
 
     def append(self, stream: str, events: Sequence[ContextEvent]) -> list[bytes]:
+        """One transaction per group of at most ``max_batch_bytes`` / 500 events, each idempotent on its own.
+        A failure in a later group leaves the earlier groups appended; retrying the batch returns their
+        cursors.  QuotaExceeded names the first new event that does not fit and every new event after it."""
         validate_stream(stream)
         if not events:
             return []
@@ -338,7 +352,7 @@ class FdbEventLog:
         """Split a batch into transactions bounded by bytes and count; an oversized event travels alone."""
         groups: list[list[tuple[ContextEvent, bytes]]] = [[]]
         size = 0
-        for e, blob in zip(events, blobs):
+        for e, blob in zip(events, blobs, strict=True):
             cost = len(blob) + 512  # keys, dedup, views and head: a few hundred bytes per event
             if groups[-1] and (size + cost > self.max_batch_bytes or len(groups[-1]) >= MAX_BATCH_EVENTS):
                 groups.append([])
@@ -374,7 +388,7 @@ class FdbEventLog:
             # the dedup reads are real (not snapshot) reads: two appenders of the same event conflict, and
             # the loser's retry finds the winner's dedup key
             found = [tr.get(p.dedup_key) for p in plans]
-            existing = {p.event.event_id: bytes(v) for p, v in zip(plans, found) if v.present()}
+            existing = {p.event.event_id: bytes(v) for p, v in zip(plans, found, strict=True) if v.present()}
             new = [p for p in plans if p.event.event_id not in existing]
             if not new:
                 return [existing[i] for i in ids]
@@ -492,9 +506,10 @@ class FdbEventLog:
                 page[0] = max(1, page[0] // 4)
 
         while len(out) < limit:
-            want = min(page[0], limit - len(out))
+            left = limit - len(out)
             entries, last_key, exhausted = self._run(
-                lambda tr: self._read_page(tr, stream, selector, end, min(want, page[0])), on_retry=shrink)
+                lambda tr, sel=selector, n=left: self._read_page(tr, stream, sel, end, min(n, page[0])),
+                on_retry=shrink)
             out.extend(entries)
             if exhausted or last_key is None:
                 break
@@ -560,27 +575,29 @@ class FdbEventLog:
         key = self.keys.head(stream)
         deadline = time.monotonic() + max(0.0, timeout)
         fallback = 0.05
-        while not self._closed.is_set():
 
-            def arm(tr: Any) -> tuple[bool, Any]:
-                head = _get(tr, key)
-                if head is not None and (after is None or head > after):
-                    return True, None
-                # the watch compares with the value this transaction read and is armed by its commit
-                watch = tr.watch(key)
-                tr.commit().wait()
-                return False, watch
+        def arm(tr: Any) -> tuple[bool, Any]:
+            head = _get(tr, key)
+            if head is not None and (after is None or head > after):
+                return True, None
+            if deadline - time.monotonic() <= 0:
+                return False, None  # nothing to wait for: no watch, no commit
+            # the watch compares with the value this transaction read and is armed by its commit
+            watch = tr.watch(key)
+            tr.commit().wait()
+            return False, watch
 
+        while True:
             # the arming transaction's timeout also bounds its watch: let it outlive this wait
             newer, watch = self._run(arm, timeout=max(0.0, deadline - time.monotonic()) + self.operation_timeout)
             if newer:
                 return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                watch.cancel()
+            if watch is None:
                 return False
-            outcome = self._wait_watch(watch, remaining)
-            if outcome == "timeout":
+            remaining = deadline - time.monotonic()
+            outcome = self._wait_watch(watch, remaining) if remaining > 0 else "timeout"
+            if outcome == "timeout" or self._closed.is_set():
+                watch.cancel()
                 return False
             if outcome == "error":
                 # too many watches or a watch error: poll the head at a bounded, growing interval instead
@@ -589,22 +606,20 @@ class FdbEventLog:
                 if self._closed.wait(pause) or time.monotonic() >= deadline:
                     return False
             # "fired" (or after a fallback pause): a wake-up is only a hint, so re-read the head
-        return False
 
     def _wait_watch(self, watch: Any, timeout: float) -> str:
         fired = threading.Event()
         with self._watch_lock:
             self._watches.add(watch)
         try:
+            if self._closed.is_set():  # closed before close() could see this watch
+                return "timeout"
             watch.on_ready(lambda _f: fired.set())
             if not fired.wait(timeout):
-                watch.cancel()
                 return "timeout"
             try:
                 watch.wait()
-            except fdb.FDBError as exc:
-                if exc.code == _CANCELLED and self._closed.is_set():
-                    return "timeout"
+            except fdb.FDBError:
                 return "error"  # 1032 too_many_watches, 1101 cancelled, or a transient cluster error
             return "fired"
         finally:

@@ -13,6 +13,7 @@ below is the whole story (``T`` is the tenant, ``S`` a stream, ``VS`` a tuple-la
         "shared", "decisions"|"patterns"|"errors", id                  -> (S, VS) of the KnowledgeExtracted event
         "projects", P, "messages", ts_micros, hash                     -> (S, VS) of the MessageIndexed event
         "projects", P, "knowledge", id                                 -> (S, VS) of the KnowledgeExtracted event
+                                                                          (of the share, if that is not in the log)
         "knowledge", id                                                -> (S, VS, kind): the knowledge index
         "metadata", "limits", "events"|"bytes"                         -> int64 little-endian (operator-set quota)
         "metadata", "usage", "events"|"bytes"                          -> int64 little-endian (atomic add)

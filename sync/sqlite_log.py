@@ -333,6 +333,9 @@ class SqliteEventLog:
             )
         try:
             conn = apsw.Connection(str(self.path), flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
+        except apsw.NotADBError as exc:
+            # Raised here rather than on first use when apsw.bestpractice hooks run at connect time.
+            raise PermanentLogError(f"{self.path} is not a database (not a cxsync event log): {exc}") from exc
         except apsw.Error as exc:
             raise TransientLogError(f"cannot open the sqlite event log {self.path}: {exc}") from exc
         try:

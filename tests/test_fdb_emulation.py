@@ -17,11 +17,14 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from tests.fdbemu import FaultPlan, cluster_for, install, live_handles, open_client, reset_all
+from tests.fdbemu import ENV_API_VERSION, FaultPlan, cluster_for, install, live_handles, open_client, reset_all
 from tests.fdbemu.binding import is_emulated
 from tests.fdbemu.capi import LIB
 
-fdb = install()  # API 730 unless CXSYNC_FDB_API_VERSION says otherwise: one version per process
+try:
+    fdb = install()  # API 730 unless CXSYNC_FDB_API_VERSION says otherwise: one version per process
+except RuntimeError as exc:  # another test module loaded the real libfdb_c first (a real-cluster run)
+    pytest.skip(f"the emulation cannot be installed: {exc}", allow_module_level=True)
 import fdb.tuple  # noqa: E402  (after the API version is selected, as real code does)
 
 API_VERSION = fdb.get_api_version()
@@ -94,6 +97,40 @@ def test_api_version_selected_once_per_process_and_impl_is_the_official_code() -
     for name in ("FDBError", "Future", "Database", "Transaction", "KeyValue", "KeySelector", "open",
                  "transactional", "options", "StreamingMode", "predicates", "Subspace", "directory"):
         assert hasattr(fdb, name), name
+
+
+_FRESH_PROCESS = """
+import fdb
+try:
+    fdb.api_version({version})  # the real native layer: no libfdb_c here
+    print("real libfdb_c")
+    raise SystemExit(0)
+except Exception:
+    pass
+from tests.fdbemu import install, cluster_for
+assert install({version}) is fdb and fdb.get_api_version() == {version}
+db = fdb.open("/nonexistent/fdb.cluster")
+db[b"k"] = b"v"
+assert db[b"k"] == b"v" and db.open_tenant(b"t") is None
+assert cluster_for("/nonexistent/fdb.cluster").stats.commits == 1
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("version", [730, 800])
+def test_install_works_in_a_fresh_process_even_after_a_failed_real_load(version: int) -> None:
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop(ENV_API_VERSION, None)
+    out = subprocess.run([sys.executable, "-c", _FRESH_PROCESS.format(version=version)], env=env, cwd=root,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    if out.stdout.strip() == "real libfdb_c":
+        pytest.skip("libfdb_c is installed here: the emulation is not needed")
+    assert out.stdout.split() == ["ok"]
 
 
 def test_reads_return_lazy_futures_and_value_behaves_as_bytes(db: Any) -> None:
@@ -248,6 +285,21 @@ def test_conflict_only_when_read_range_written_after_read_version(db: Any, clust
     commit(writer)
     assert writer.get_committed_version() > 0
     assert error_code(lambda: commit(explicit)) == 1020
+
+    own = db.create_transaction()
+    own[b"mine"] = b"1"
+    own.clear_range(b"r", b"s")
+    assert own[b"mine"] == b"1" and list(own[b"r":b"s"]) == []  # reading its own writes ...
+    other[b"mine"] = b"theirs"
+    other[b"r1"] = b"theirs"
+    commit(own)  # ... adds no read conflict there (RYW only conflicts where storage decided)
+    assert db[b"mine"] == b"1" and db[b"r1"] is None
+
+    partly_own = db.create_transaction()
+    partly_own.clear_range(b"r", b"s")
+    assert list(partly_own[b"q":b"t"]) == []
+    other[b"s5"] = b"theirs"  # in the read range, outside the transaction's own clear
+    assert error_code(lambda: commit(partly_own)) == 1020
 
 
 def test_write_only_transactions_never_conflict(db: Any, cluster_file: str) -> None:
@@ -687,7 +739,8 @@ def test_watch_cancel_1101(db: Any, cluster: Any) -> None:
 
 
 def test_watch_limit_1032(db: Any, cluster_file: str, cluster: Any) -> None:
-    cluster.max_watches = 3  # the default is 10,000 per database
+    assert cluster.max_watches == 10_000  # per database, by default
+    cluster.max_watches = 3
     tr = db.create_transaction()
     watches = [tr.watch(b"w%d" % i) for i in range(4)]
     commit(tr)
@@ -841,6 +894,12 @@ def test_fault_injection_1020_and_applied_but_reported_1021(db: Any, cluster: An
     cluster.set_faults(None)
     assert db[b"k"] is None and db[b"k2"] == b"applied"
     assert (cluster.stats.injected_1020, cluster.stats.injected_1021_applied) == (1, 1)
+    cluster.set_faults(FaultPlan(commit_failure_rate=1.0, unknown_result_fraction=1.0, unknown_result_applied=0.0))
+    tr = db.create_transaction()
+    tr[b"k3"] = b"lost"
+    assert error_code(lambda: commit(tr)) == 1021  # 1021 may also mean "not applied"
+    cluster.set_faults(None)
+    assert db[b"k3"] is None and cluster.stats.injected_1021_not_applied == 1
 
     # The hazard: a non-idempotent append retried after "applied but 1021" writes twice ...
     cluster.set_faults(FaultPlan(commit_failure_rate=0.4, unknown_result_fraction=1.0, seed=7))

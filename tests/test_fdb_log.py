@@ -28,9 +28,7 @@ if os.environ.get("CXSYNC_FDB_CLUSTER_FILE"):
 from tests.fdbemu import FaultPlan, cluster_for, install, open_client, reset_all  # noqa: E402
 
 API_VERSION = int(os.environ.get("CXSYNC_FDB_API_VERSION", "730"))
-fdb = install(api_version=API_VERSION)
-
-import fdb.tuple  # noqa: E402  (the official tuple layer, usable once the API version is selected)
+fdb = install(api_version=API_VERSION)  # fdb.tuple, the official tuple layer, comes with it
 
 from cxsync.sync import fdb_log  # noqa: E402
 from cxsync.sync.events import (  # noqa: E402
@@ -81,12 +79,7 @@ def msg(n: int, *, ident: Identity = ALICE, session: str = "s1", content: str | 
 def raw_items(db: Any, prefix: tuple[Any, ...] = ("coditect",)) -> list[tuple[tuple[Any, ...], bytes]]:
     """Every key under the prefix, decoded by the official tuple layer."""
     r = fdb.tuple.range(prefix)
-
-    @fdb.transactional
-    def scan(tr: Any) -> list[tuple[tuple[Any, ...], bytes]]:
-        return [(fdb.tuple.unpack(bytes(kv.key)), bytes(kv.value)) for kv in tr.get_range(r.start, r.stop)]
-
-    return scan(db)
+    return [(fdb.tuple.unpack(bytes(kv.key)), bytes(kv.value)) for kv in db.get_range(r.start, r.stop)]
 
 
 def vs_bytes(vs: Any) -> bytes:
@@ -196,11 +189,11 @@ def test_exactly_once_when_commits_fail_and_some_failures_were_applied(log: FdbE
     cluster.set_faults(FaultPlan(commit_failure_rate=0.1, unknown_result_fraction=1 / 3, read_failure_rate=0.0,
                                  seed=7))
     rng = random.Random(7)
-    events = [msg(i) for i in range(400)]
+    events = [msg(i) for i in range(500)]
     batches: list[list[ContextEvent]] = []
     i = 0
     while i < len(events):
-        n = rng.randint(1, 12)
+        n = rng.randint(1, 5)
         batches.append(events[i:i + n])
         i += n
     cursors: dict[str, bytes] = {}
@@ -211,7 +204,9 @@ def test_exactly_once_when_commits_fail_and_some_failures_were_applied(log: FdbE
                 break
             except TransientLogError:
                 continue
-        for e, c in zip(batch, got):
+        else:
+            pytest.fail("20 transient failures in a row")
+        for e, c in zip(batch, got, strict=True):
             assert cursors.setdefault(e.event_id, c) == c
     cluster.set_faults(None)
 
@@ -223,6 +218,58 @@ def test_exactly_once_when_commits_fail_and_some_failures_were_applied(log: FdbE
     assert log.usage()["events"] == len(events)
     # the faults really happened, so a non-idempotent append would have written some events twice
     assert cluster.stats.injected_1021_applied >= 3 and cluster.stats.injected_1020 >= 5, cluster.stats
+
+
+class _GatedDatabase:
+    """A Database whose transactions call hooks at chosen points: ``before_commit`` just before the first
+    commit (to slip another client's commit between a transaction's reads and its commit) and ``on_watch``
+    with each watch future the adapter creates (to make it fail)."""
+
+    def __init__(self, db: Any, before_commit: Any = None, on_watch: Any = None, on_range: Any = None) -> None:
+        self._db, self._hooks = db, (before_commit, on_watch, on_range)
+
+    def create_transaction(self) -> Any:
+        return _GatedTransaction(self._db.create_transaction(), *self._hooks)
+
+
+class _GatedTransaction:
+    def __init__(self, tr: Any, before_commit: Any, on_watch: Any, on_range: Any) -> None:
+        self._tr, self._before_commit, self._on_watch, self._on_range = tr, before_commit, on_watch, on_range
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tr, name)
+
+    def commit(self) -> Any:
+        hook, self._before_commit = self._before_commit, None
+        if hook is not None:
+            hook()
+        return self._tr.commit()
+
+    def get_range(self, begin: Any, end: Any, limit: int = 0, **kwargs: Any) -> Any:
+        if self._on_range is not None:
+            self._on_range(limit)
+        return self._tr.get_range(begin, end, limit=limit, **kwargs)
+
+    def watch(self, key: bytes) -> Any:
+        future = self._tr.watch(key)
+        if self._on_watch is not None:
+            self._on_watch(future)
+        return future
+
+
+def test_two_clients_racing_to_append_the_same_events_write_them_once(cluster_file: str) -> None:
+    """Two machines pushing the same captured lines: the dedup read conflicts, the loser's retry finds the
+    winner's keys, and both get the winner's cursors."""
+    batch = [msg(i) for i in range(4)]
+    winner = FdbEventLog("acme", database=open_client(cluster_file))
+    won: list[list[bytes]] = []
+    loser = FdbEventLog("acme", database=_GatedDatabase(
+        open_client(cluster_file), before_commit=lambda: won.append(winner.append("team", batch))))
+    lost = loser.append("team", batch)
+    assert won and lost == won[0]
+    entries = winner.read("team", None)
+    assert [x.event for x in entries] == batch and [x.cursor for x in entries] == lost
+    assert cluster_for(cluster_file).stats.conflicts == 1
 
 
 def test_a_commit_that_lands_after_its_timeout_fired_is_not_written_twice(log: FdbEventLog,
@@ -363,12 +410,44 @@ def test_read_pages_in_short_transactions_and_resumes_strictly_after_the_cursor(
         log.read("u/alice", b"short")
 
 
+def test_a_page_that_outlives_five_seconds_is_retried_smaller(cluster_file: str) -> None:
+    big = msg(2, content=base64.b64encode(random.Random(3).randbytes(300_000)).decode())
+    events = [msg(1), big, msg(3)]
+    cursors = FdbEventLog("acme", cluster_file=cluster_file).append("u/alice", events)
+    limits: list[int] = []
+
+    def slow_storage(limit: int) -> None:
+        limits.append(limit)
+        if len(limits) == 2:  # between the page read and its chunk read: the read version grows too old
+            cluster_for(cluster_file).advance_time(6)
+
+    lg = FdbEventLog("acme", database=_GatedDatabase(open_client(cluster_file), on_range=slow_storage))
+    entries = lg.read("u/alice", None)
+    assert [x.event for x in entries] == events and [x.cursor for x in entries] == cursors
+    assert cluster_for(cluster_file).stats.too_old >= 1
+    assert limits[0] == fdb_log.READ_PAGE_KEYS and 0 < limits[2] < limits[0]  # the retry asked for less
+
+
+def test_a_page_stops_early_when_its_chunked_events_are_large(log: FdbEventLog, cluster_file: str,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fdb_log, "READ_PAGE_BYTES", 250_000)
+    rng = random.Random(4)
+    events = [msg(i, content=base64.b64encode(rng.randbytes(150_000)).decode()) for i in range(4)] + [msg(9)]
+    cursors = log.append("u/alice", events)
+    grvs = cluster_for(cluster_file).stats.grvs
+    entries = log.read("u/alice", None)
+    assert [x.cursor for x in entries] == cursors and [x.event for x in entries] == events
+    assert cluster_for(cluster_file).stats.grvs - grvs >= 3  # one short transaction per ~250 kB page
+
+
 # ---- wait --------------------------------------------------------------------------------------------------
 
 
-def test_wait_answers_at_once_when_something_newer_exists(log: FdbEventLog) -> None:
+def test_wait_answers_at_once_when_something_newer_exists(log: FdbEventLog, cluster_file: str) -> None:
     (c,) = log.append("u/alice", [msg(1)])
     assert log.wait("u/alice", None, 5) is True
+    assert log.wait("u/alice", c, 0) is False
+    assert cluster_for(cluster_file).stats.watches_armed == 0  # answered by reading the head alone
     t0 = time.monotonic()
     assert log.wait("u/alice", c, 0.2) is False
     assert 0.15 < time.monotonic() - t0 < 2
@@ -385,6 +464,8 @@ def test_wait_wakes_on_an_append_by_another_client(log: FdbEventLog, cluster_fil
     finally:
         timer.join()
     assert time.monotonic() - t0 < 3
+    stats = cluster_for(cluster_file).stats
+    assert stats.watches_armed >= 1 and stats.watches_fired >= 1  # woken by the watch, not by polling
     assert log.wait("u/bob", None, 0.1) is False  # a different stream's head did not move
 
 
@@ -401,6 +482,33 @@ def test_wait_survives_the_watch_limit_by_polling(cluster_file: str) -> None:
             timer.join()
 
 
+def test_wait_survives_a_watch_cancelled_under_it(cluster_file: str) -> None:
+    """A watch that fails (1101 operation_cancelled here) is re-armed after a bounded pause, never raised."""
+    cancelled: list[Any] = []
+
+    def cancel_soon(future: Any) -> None:
+        if len(cancelled) < 2:  # the first two watches die shortly after they are armed
+            cancelled.append(future)
+            threading.Timer(0.05, future.cancel).start()
+
+    writer = FdbEventLog("acme", cluster_file=cluster_file)
+    (c,) = writer.append("u/alice", [msg(1)])
+    lg = FdbEventLog("acme", database=_GatedDatabase(open_client(cluster_file), on_watch=cancel_soon),
+                     watch_fallback_interval=0.1)
+    t0 = time.monotonic()
+    assert lg.wait("u/alice", c, 0.4) is False
+    assert time.monotonic() - t0 >= 0.35 and len(cancelled) == 2  # kept waiting through both failures
+    timer = threading.Timer(0.2, lambda: writer.append("u/alice", [msg(2)]))
+    timer.start()
+    try:
+        assert lg.wait("u/alice", c, 5) is True
+    finally:
+        timer.join()
+    with pytest.raises(fdb.FDBError) as info:
+        cancelled[0].wait()
+    assert info.value.code == 1101
+
+
 def test_close_cancels_a_pending_wait(cluster_file: str) -> None:
     lg = FdbEventLog("acme", cluster_file=cluster_file)
     result: list[bool] = []
@@ -412,6 +520,10 @@ def test_close_cancels_a_pending_wait(cluster_file: str) -> None:
     assert not t.is_alive() and result == [False]
     with pytest.raises(PermanentLogError, match="closed"):
         lg.append("u/alice", [msg(1)])
+    with pytest.raises(PermanentLogError, match="closed"):
+        lg.read("u/alice", None)
+    with pytest.raises(PermanentLogError, match="closed"):
+        lg.wait("u/alice", None, 1)
 
 
 # ---- quotas and permanent errors ---------------------------------------------------------------------------
@@ -474,7 +586,7 @@ def test_a_different_api_version_in_the_same_process_is_a_clear_error(cluster_fi
 
 def test_unknown_tls_options_are_refused(cluster_file: str) -> None:
     with pytest.raises(LogConfigError, match="TLS"):
-        FdbEventLog("acme", cluster_file=cluster_file, tls={"cert": "/x"})
+        FdbEventLog("acme", cluster_file=cluster_file, tls={"certificate": "/x"})
 
 
 def _run_python(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -486,7 +598,7 @@ def _run_python(code: str, env: dict[str, str] | None = None) -> subprocess.Comp
 def _libfdb_c_present() -> bool:
     import ctypes.util
 
-    return ctypes.util.find_library("fdb_c") is not None or (Path(fdb.__file__).parent / "libfdb_c.so").exists()
+    return ctypes.util.find_library("fdb_c") is not None or (Path(str(fdb.__file__)).parent / "libfdb_c.so").exists()
 
 
 @pytest.mark.skipif(_libfdb_c_present(), reason="libfdb_c is installed here: the missing-library path cannot occur")
@@ -508,6 +620,36 @@ def test_missing_libfdb_c_gives_a_clear_permanent_configuration_error(tmp_path: 
     assert "could not be loaded" in proc.stdout
     assert "foundationdb-clients" in proc.stdout and "foundationdb==7.3.*" in proc.stdout
     assert "api_version 730" in proc.stdout
+
+
+def test_tls_settings_reach_the_network_options_before_the_first_open(tmp_path: Path) -> None:
+    """In a fresh process (network options are per process): the emulated libfdb_c records what it is given."""
+    proc = _run_python(f"""
+        from tests.fdbemu import install
+        from tests.fdbemu.capi import LIB
+        fdb = install()
+        calls = []
+        real = LIB.fdb_network_set_option._fn
+        LIB.fdb_network_set_option._fn = lambda o, v, n: (calls.append((o, v)), real(o, v, n))[1]
+        from cxsync.sync.fdb_log import FdbEventLog, LogConfigError
+        tls = {{"cert": "/etc/c.pem", "key": "/etc/k.pem", "ca": "/etc/ca.pem", "password": "pw",
+               "verify_peers": "Check.Valid=1"}}
+        lg = FdbEventLog("acme", cluster_file={str(tmp_path / 'fdb.cluster')!r}, tls=tls)
+        print("CALLS:", sorted(calls))
+        print("ORDER:", [o for o, _ in calls])
+        FdbEventLog("acme", cluster_file={str(tmp_path / 'fdb.cluster')!r}, tls=dict(tls))  # same: fine
+        try:
+            FdbEventLog("acme", cluster_file={str(tmp_path / 'fdb.cluster')!r}, tls={{"cert": "/other.pem"}})
+        except LogConfigError as exc:
+            print("LATE:", exc.title)
+    """)
+    assert proc.returncode == 0, proc.stderr
+    # option codes from fdb/fdboptions.py: cert path 43, key path 46, verify peers 47, ca path 53, password 54
+    assert ("CALLS: [(43, b'/etc/c.pem'), (46, b'/etc/k.pem'), (47, b'Check.Valid=1'), (53, b'/etc/ca.pem'),"
+            " (54, b'pw')]") in proc.stdout
+    order = proc.stdout.split("ORDER: ")[1].splitlines()[0]
+    assert order.index("54") < order.index("46")  # the key's password before the key
+    assert "LATE: FoundationDB TLS options must be set before the first database is opened" in proc.stdout
 
 
 def test_api_version_800_works_end_to_end(tmp_path: Path) -> None:

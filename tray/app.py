@@ -36,6 +36,12 @@ TRAY_EXTRA_HINT = "pip install 'cxsync[tray]'"
 _LATIN1_FALLBACKS = {"\u2014": "-", "\u2013": "-", "\u2026": "...", "\u2192": "->"}
 
 
+def _latin1(text: str) -> str:
+    for uni, plain in _LATIN1_FALLBACKS.items():
+        text = text.replace(uni, plain)
+    return text.encode("latin-1", "replace").decode("latin-1")
+
+
 class NoDisplay(CxError):
     def __init__(self, detail: str = "") -> None:
         super().__init__("no display: cxsync tray needs a graphical session"
@@ -182,18 +188,26 @@ class TrayApp:
         self.stragglers: list[str] = []
         first = model.view({"state": "not-running", "target": config.sync.target})
         self.view = first
-        # pystray's bare-X11 backend writes the title as WM_NAME, a Latin-1 STRING property
-        self._latin1_title = getattr(icon_cls, "__module__", "").endswith("._xorg")
-        self.icon = icon_cls("cxsync", icon=render(first.icon), title=self._title(first), menu=self._menu(first))
+        # pystray's bare-X11 backend writes the title as WM_NAME, a Latin-1 STRING property, already in its
+        # constructor: create with a Latin-1 title, then use the full one wherever the backend allows it.
+        self.icon = icon_cls("cxsync", icon=render(first.icon), title=_latin1(first.title), menu=self._menu(first))
+        self._bare_x11 = any(c.__module__.endswith("._xorg") for c in type(self.icon).__mro__)
+        self.icon.title = self._title(first)
+        self.icon.icon = self._image(first.icon)
 
     # -- rendering ------------------------------------------------------------------------------------------
     def _title(self, view: model.TrayView) -> str:
-        if not self._latin1_title:
-            return view.title
-        text = view.title
-        for uni, plain in _LATIN1_FALLBACKS.items():
-            text = text.replace(uni, plain)
-        return text.encode("latin-1", "replace").decode("latin-1")
+        return _latin1(view.title) if self._bare_x11 else view.title
+
+    def _image(self, look: model.IconLook) -> Any:
+        img = self._render(look)
+        if self._bare_x11:
+            # pystray's X11 backend drops the alpha channel: the anti-aliased rim would show its raw colour as a
+            # bright fringe.  Flatten onto black, which is what the transparent pixels become there anyway.
+            from PIL import Image
+
+            img = Image.alpha_composite(Image.new("RGBA", img.size, (0, 0, 0, 255)), img)
+        return img
 
     def _menu(self, view: model.TrayView) -> Any:
         items = []
@@ -220,7 +234,7 @@ class TrayApp:
         with self._lock:
             old, self.view = self.view, new
             if new.icon != old.icon:
-                self.icon.icon = self._render(new.icon)
+                self.icon.icon = self._image(new.icon)
             if new.title != old.title:
                 self.icon.title = self._title(new)
             if new.menu != old.menu:
@@ -333,7 +347,12 @@ class TrayApp:
                 return
             self._quitting = True
         self.stop_event.set()
-        self.icon.stop()
+        # Not on the caller's thread: that is often the UI loop (a menu click), and pystray's stop() waits up to
+        # 5 s for a setup still starting the agent; the UI must not freeze meanwhile.
+        t = threading.Thread(target=self.icon.stop, name="cxsync-tray-quit", daemon=True)
+        with self._lock:
+            self._action_threads.append(t)
+        t.start()
 
     def join_threads(self, timeout: float) -> list[str]:
         """Wait for the tray's own threads; the names of any still running."""
@@ -418,6 +437,47 @@ def load_pystray() -> Any:
     return pystray
 
 
+def icon_class(pystray: Any) -> Any:
+    """The backend's Icon class; on bare X11 with two fixes to pystray 0.19's XEmbed icon.
+
+    - ``stop()`` from another thread (Quit, SIGTERM, ``cxsync stop``) left the UI loop waiting for a
+      DestroyNotify that, once the icon is embedded in a tray, often never comes (4 in 10 runs under trayer):
+      the process hung instead of exiting.  The loop now also ends right after running ``_stop`` itself.
+    - Every icon change re-sent the dock request, making the tray re-embed the icon each time: dock only when
+      not docked (a restarted tray host still gets a new request, from pystray's DestroyNotify handler).
+    """
+    base = pystray.Icon
+    if base.__module__ != "pystray._xorg" or not all(
+            hasattr(base, a) for a in ("_events", "_dock_window", "_stop", "_assert_docked")):
+        return base
+    import Xlib.X
+
+    class X11Icon(base):  # type: ignore[misc, valid-type]
+        _cx_stopping = False
+
+        def _assert_docked(self) -> None:
+            if not self._systray_manager:
+                self._dock_window()
+            assert self._systray_manager
+
+        def _stop(self) -> None:  # runs on the UI loop's thread (pystray dispatches it there)
+            self._cx_stopping = True
+            super()._stop()
+
+        def _mainloop(self) -> None:
+            try:
+                for event in self._events():
+                    if event.type == Xlib.X.DestroyNotify and event.window == self._window:
+                        break
+                    self._message_handlers.get(event.type, lambda e: None)(event)
+                    if self._cx_stopping:
+                        break
+            except Exception:
+                self._log.error("An error occurred in the main loop", exc_info=True)
+
+    return X11Icon
+
+
 def _load_render() -> Callable[[model.IconLook], Any]:
     try:
         from cxsync.tray.icons import render
@@ -447,7 +507,7 @@ def run_tray(config: Config, *, supervisor_factory: Callable[[Config], Any] | No
         default_factory, default_already = _default_supervisor()
         supervisor_factory = supervisor_factory or default_factory
         already_running = already_running or default_already
-    app = TrayApp(config, icon_cls=icon_cls or pystray.Icon, menu_cls=pystray.Menu, item_cls=pystray.MenuItem,
+    app = TrayApp(config, icon_cls=icon_cls or icon_class(pystray), menu_cls=pystray.Menu, item_cls=pystray.MenuItem,
                   render=render, supervisor_factory=supervisor_factory, already_running=already_running,
                   refresh_interval=refresh_interval, stop_budget=stop_budget)
     return app.run()

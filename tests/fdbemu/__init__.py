@@ -24,7 +24,7 @@ from .capi import LIB, MAX_API_VERSION, MIN_API_VERSION
 from .cluster import Cluster, FaultPlan, PathLike, Stats, forget_all
 from .cluster import cluster_for as _cluster_for
 
-__all__ = ["install", "cluster_for", "reset_all", "open_client", "FaultPlan", "Cluster", "Stats",
+__all__ = ["install", "cluster_for", "reset_all", "open_client", "live_handles", "FaultPlan", "Cluster", "Stats",
            "DEFAULT_API_VERSION", "ENV_API_VERSION", "MIN_API_VERSION", "MAX_API_VERSION"]
 
 DEFAULT_API_VERSION = 730
@@ -47,7 +47,8 @@ def install(api_version: Optional[int] = None) -> types.ModuleType:
             api_version = int(os.environ.get(ENV_API_VERSION, "").strip() or DEFAULT_API_VERSION)
         load_impl()
         fdb.api_version(api_version)
-        return fdb
+        module: types.ModuleType = fdb
+        return module
 
 
 def cluster_for(cluster_file: PathLike = None) -> Cluster:

@@ -74,7 +74,7 @@ def load_impl() -> types.ModuleType:
     except BaseException:
         del sys.modules["fdb.impl"]
         raise
-    fdb.impl = module  # type: ignore[attr-defined]  # what a normal ``import fdb.impl`` would bind
+    fdb.impl = module  # what a normal ``import fdb.impl`` would bind
     assert module._capi is LIB, "impl.py did not pick up the emulated library"
     return module
 

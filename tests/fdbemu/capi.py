@@ -23,7 +23,8 @@ from .errors import (
     error_predicate,
 )
 from .futures import NETWORK, NativeFuture
-from .transaction import EmuDatabase, EmuTransaction
+from .database import EmuDatabase
+from .transaction import EmuTransaction
 
 MIN_API_VERSION = 630
 MAX_API_VERSION = 800
@@ -92,6 +93,10 @@ class EmulatedLibFDB:
         except KeyError:
             raise RuntimeError(f"fdbemu: use of a destroyed or unknown handle 0x{h or 0:x}") from None
 
+    def _f(self, h: Any) -> NativeFuture:
+        fut: NativeFuture = self._get(h)
+        return fut
+
     def _future(self, f: NativeFuture) -> int:
         return self._put(f)
 
@@ -159,7 +164,7 @@ class EmulatedLibFDB:
         self._release(f, lambda fut: fut.cancel())
 
     def fdb_future_release_memory(self, f: int) -> None:
-        fut = self._get(f)
+        fut = self._f(f)
         fut.released = True
         fut.keepalive.clear()
 
@@ -178,10 +183,10 @@ class EmulatedLibFDB:
         return 0
 
     def fdb_future_get_error(self, f: int) -> int:
-        return self._get(f).outcome()[0]
+        return self._f(f).outcome()[0]
 
     def fdb_future_get_int64(self, f: int, out: Any) -> int:
-        err, value = self._get(f).outcome()
+        err, value = self._f(f).outcome()
         if not err:
             _out(out).value = value
         return err
@@ -189,7 +194,7 @@ class EmulatedLibFDB:
     fdb_future_get_uint64 = fdb_future_get_int64
 
     def fdb_future_get_key(self, f: int, out_key: Any, out_length: Any) -> int:
-        fut = self._get(f)
+        fut = self._f(f)
         err, value = fut.outcome()
         if not err:
             _out(out_key).contents = ctypes.c_byte.from_address(_lend(fut, value))
@@ -197,7 +202,7 @@ class EmulatedLibFDB:
         return err
 
     def fdb_future_get_value(self, f: int, out_present: Any, out_value: Any, out_length: Any) -> int:
-        fut = self._get(f)
+        fut = self._f(f)
         err, value = fut.outcome()
         if not err:
             _out(out_present).value = int(value is not None)
@@ -209,7 +214,7 @@ class EmulatedLibFDB:
         return err
 
     def fdb_future_get_keyvalue_array(self, f: int, out_kvs: Any, out_count: Any, out_more: Any) -> int:
-        fut = self._get(f)
+        fut = self._f(f)
         err, value = fut.outcome()
         if err:
             return err
@@ -235,7 +240,7 @@ class EmulatedLibFDB:
         return err
 
     def fdb_future_get_key_array(self, f: int, out_keys: Any, out_count: Any) -> int:
-        fut = self._get(f)
+        fut = self._f(f)
         err, keys = fut.outcome()
         if err:
             return err
@@ -252,7 +257,7 @@ class EmulatedLibFDB:
         return err
 
     def fdb_future_get_string_array(self, f: int, out_strings: Any, out_count: Any) -> int:
-        fut = self._get(f)
+        fut = self._f(f)
         err, strings = fut.outcome()
         if err:
             return err
@@ -274,18 +279,22 @@ class EmulatedLibFDB:
     def fdb_database_destroy(self, d: int) -> None:
         self._release(d)
 
+    def _db(self, d: Any) -> EmuDatabase:
+        db: EmuDatabase = self._get(d)
+        return db
+
     def fdb_database_set_option(self, d: int, option: int, value: Optional[bytes], length: int) -> int:
-        return self._get(d).set_option(option, value)
+        return self._db(d).set_option(option, None if value is None else bytes(value[:length]))
 
     def fdb_database_create_transaction(self, d: int, out_transaction: Any) -> int:
-        _out(out_transaction).value = self._put(self._get(d).create_transaction())
+        _out(out_transaction).value = self._put(self._db(d).create_transaction())
         return 0
 
     def fdb_database_open_tenant(self, d: int, name: Any, length: int, out_tenant: Any) -> int:
         return 0  # FDB 8.0 has no tenants: the binding returns None whatever happens here
 
     def fdb_database_get_client_status(self, d: int) -> int:
-        db = self._get(d)
+        db = self._db(d)
         status = {"Healthy": True, "ClusterID": "fdbemu", "Connections": [{"Address": _ADDRESS.decode(),
                   "Status": "connected"}], "Emulated": True, "ClusterFile": db.cluster.name}
         return self._future(NativeFuture.ready("key", json.dumps(status).encode()))

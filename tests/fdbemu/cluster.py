@@ -32,7 +32,7 @@ from .errors import (
 from .futures import NETWORK, NativeFuture
 
 if TYPE_CHECKING:
-    from .transaction import CommitRequest, EmuDatabase
+    from .database import CommitRequest, EmuDatabase
 
 Range = tuple[bytes, bytes]
 
@@ -47,8 +47,10 @@ class FaultPlan:
     """Client "buggify": what fails, how often; deterministic for a given seed and call order.
 
     commit_failure_rate   probability that a commit which would succeed fails instead ...
-    unknown_result_fraction  ... and of those failures, the share that is APPLIED and then reported as 1021
-                          (the rest are 1020, not applied)
+    unknown_result_fraction  ... and of those failures, the share reported as 1021 commit_unknown_result
+                          (the rest are 1020 not_committed, not applied)
+    unknown_result_applied  of the 1021s, the share that was in fact applied (default: all of them, the case
+                          that makes a non-idempotent retry write twice)
     read_failure_rate     probability that a storage read (get, get_key, one get_range chunk) fails with one of
                           read_error_codes
     commit_timeout_rate   for transactions with a timeout set: probability that the commit is applied and the
@@ -57,6 +59,7 @@ class FaultPlan:
 
     commit_failure_rate: float = 0.0
     unknown_result_fraction: float = 0.0
+    unknown_result_applied: float = 1.0
     read_failure_rate: float = 0.0
     read_error_codes: tuple[int, ...] = (1009, 1037)
     commit_timeout_rate: float = 0.0
@@ -74,6 +77,7 @@ class Stats:
     too_old: int = 0  # 1007 from reads or commits
     injected_1020: int = 0
     injected_1021_applied: int = 0
+    injected_1021_not_applied: int = 0
     injected_1031_applied: int = 0
     injected_read_errors: int = 0
     grvs: int = 0
@@ -315,6 +319,11 @@ class Cluster:
             self.stats.injected_1020 += 1
             req.finish(self, NOT_COMMITTED)
             return
+        if fault == COMMIT_UNKNOWN_RESULT and plan is not None and plan.unknown_result_applied < 1.0 \
+                and self._fault_rng.random() >= plan.unknown_result_applied:
+            self.stats.injected_1021_not_applied += 1
+            req.finish(self, COMMIT_UNKNOWN_RESULT)
+            return
         stamp = struct.pack(">QH", version, order)
         changed = self._apply(req.mutations, version, stamp)
         self._history.append((version, req.writes))
@@ -437,6 +446,10 @@ class Cluster:
         """The latest committed key-values in [begin, end) (test inspection; no transaction)."""
         with self.lock:
             return list(self.store.scan(begin, end, self._version, False))
+
+    def reset_stats(self) -> None:
+        with self.lock:
+            self.stats = Stats()
 
     def watch_count(self) -> int:
         with self.lock:

@@ -10,13 +10,24 @@ back-off).  Every entry point takes the cluster lock, so transactions may be sha
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Iterator, Optional
 
-from fdb import fdboptions as _opts
-
 from . import atomic
-from .cluster import Cluster, Range, WatchRecord, coalesce
+from .cluster import Range, WatchRecord, coalesce
+from .database import (
+    DEFAULT_BACKOFF,
+    FUTURE_VERSION_RETRY_DELAY,
+    INT_MAX,
+    KEY_SIZE_LIMIT,
+    SYSTEM_KEY_SIZE_LIMIT,
+    TRANSACTION_SIZE_LIMIT,
+    TXN_OPTION_CODES,
+    VALUE_SIZE_LIMIT,
+    CommitRequest,
+    EmuDatabase,
+    _int_option,
+)
 from .errors import (
     ACCESSED_UNREADABLE,
     BACKOFF_RETRY,
@@ -25,7 +36,6 @@ from .errors import (
     IMMEDIATE_RETRY,
     INVALID_MUTATION_TYPE,
     INVALID_OPTION,
-    INVALID_OPTION_VALUE,
     INVERTED_RANGE,
     KEY_OUTSIDE_LEGAL_RANGE,
     KEY_TOO_LARGE,
@@ -45,133 +55,9 @@ from .errors import (
 from .futures import NETWORK, NativeFuture
 from .writemap import KNOWN, OPS, UNREADABLE, WriteMap
 
-KEY_SIZE_LIMIT = 10_000
-SYSTEM_KEY_SIZE_LIMIT = 30_000
-VALUE_SIZE_LIMIT = 100_000
-TRANSACTION_SIZE_LIMIT = 10_000_000
-DEFAULT_BACKOFF = 0.01  # CLIENT_KNOBS->DEFAULT_BACKOFF
-FUTURE_VERSION_RETRY_DELAY = 0.01
-DEFAULT_MAX_BACKOFF = 1.0
-INT_MAX = 2**31 - 1
-
-_TXN_OPTION_CODES = frozenset(v[0] for v in _opts.TransactionOption.values())
-_DB_OPTION_CODES = frozenset(v[0] for v in _opts.DatabaseOption.values())
-
 # Byte targets per streaming mode, and the ITERATOR progression (fdb_c.cpp, fdb_transaction_get_range_impl).
 _MODE_BYTES = {0: -1, 1: 256, 2: 1000, 3: 4096, 4: 80000}
 _ITERATION_BYTES = (256, 1000, 4096, 6144, 9216, 13824, 20736, 31104, 46656, 69984, 80000)
-
-
-@dataclass
-class TxnOptions:
-    timeout_ms: int = 0
-    retry_limit: int = -1
-    max_retry_delay: float = DEFAULT_MAX_BACKOFF
-    size_limit: int = TRANSACTION_SIZE_LIMIT
-    snapshot_ryw: bool = True
-    bypass_unreadable: bool = False
-    automatic_idempotency: bool = False
-    commit_protection_disabled: bool = False
-    ryw_disabled: bool = False
-    read_system_keys: bool = False
-    access_system_keys: bool = False
-    next_write_no_conflict: bool = False
-
-
-def _int_option(param: Optional[bytes], lo: int, hi: int) -> int:
-    if param is None or len(param) != 8:
-        raise EmuError(INVALID_OPTION_VALUE)
-    (n,) = struct.unpack("<q", param)
-    if not lo <= n <= hi:
-        raise EmuError(INVALID_OPTION_VALUE)
-    return int(n)
-
-
-class EmuDatabase:
-    """One client connection (``FDBDatabase*``): database options, transaction defaults, its watch count."""
-
-    def __init__(self, cluster: Cluster) -> None:
-        self.cluster = cluster
-        self.defaults = TxnOptions()
-        self.max_watches: Optional[int] = None  # None: the cluster's max_watches knob (default 10,000)
-        self.outstanding_watches = 0
-
-    def set_option(self, code: int, param: Optional[bytes]) -> int:
-        if code not in _DB_OPTION_CODES:
-            return INVALID_OPTION
-        d = self.defaults
-        try:
-            if code == 20:
-                self.max_watches = _int_option(param, 0, 1_000_000)
-            elif code in (26, 27):
-                d.snapshot_ryw = code == 26
-            elif code == 500:
-                d.timeout_ms = _int_option(param, 0, INT_MAX)
-            elif code == 501:
-                d.retry_limit = _int_option(param, -1, INT_MAX)
-            elif code == 502:
-                d.max_retry_delay = _int_option(param, 0, INT_MAX) / 1000.0
-            elif code == 503:
-                d.size_limit = _int_option(param, 32, TRANSACTION_SIZE_LIMIT)
-            elif code == 506:
-                d.automatic_idempotency = True
-            elif code == 700:
-                d.bypass_unreadable = True
-            elif code == 701:
-                d.commit_protection_disabled = True
-        except EmuError as e:
-            return e.code
-        return 0
-
-    def create_transaction(self) -> "EmuTransaction":
-        return EmuTransaction(self)
-
-
-class CommitRequest:
-    """What the client sends to a commit proxy; finished (under the cluster lock) by the proxy."""
-
-    __slots__ = ("txn", "read_version", "reads", "writes", "mutations", "watches", "vs_futures", "future",
-                 "has_timeout", "idempotent", "cancelled")
-
-    def __init__(self, txn: "EmuTransaction", read_version: Optional[int], reads: list[Range],
-                 writes: list[Range], future: NativeFuture) -> None:
-        self.txn = txn
-        self.read_version = read_version
-        self.reads = reads
-        self.writes = writes
-        self.mutations = txn.mutations
-        self.watches = txn.watches
-        self.vs_futures = txn.vs_futures
-        self.future = future
-        self.has_timeout = txn.options.timeout_ms > 0
-        self.idempotent = txn.options.automatic_idempotency
-        self.cancelled = False
-
-    def finish(self, cluster: Cluster, code: int, version: int = -1, stamp: bytes = b"") -> None:
-        txn = self.txn
-        if txn.commit_request is self:
-            txn.commit_request = None
-        if code == 0:
-            txn.committed_version = version
-            for f in self.vs_futures:
-                f.set_result(stamp)
-            for rec in self.watches:
-                cluster.arm_watch(rec)  # a watch is armed when its transaction commits
-            self.future.set_result(None)
-            return
-        for f in self.vs_futures:
-            f.set_error(code)
-        for rec in self.watches:  # "the watch will be set with that error"
-            if not rec.done:
-                rec.done = True
-                rec.future.set_error(code)
-        if code == TRANSACTION_TIMED_OUT:
-            txn._poison(code)
-        self.future.set_error(code)
-
-    def abort(self, cluster: Cluster, code: int) -> None:
-        self.cancelled = True
-        self.finish(cluster, code)
 
 
 class EmuTransaction:
@@ -281,30 +167,34 @@ class EmuTransaction:
         self.cluster.check_read(rv)
         return rv
 
-    def _add_read_conflict(self, begin: bytes, end: bytes, snapshot: bool) -> None:
-        if not snapshot and begin < end:
+    def _add_read_conflict(self, begin: bytes, end: bytes, snapshot: bool, use_ryw: bool) -> None:
+        if snapshot or begin >= end:
+            return
+        if use_ryw:
+            self.read_conflicts.extend(self.writes.dependent_segments(begin, end))
+        else:
             self.read_conflicts.append((begin, end))
 
     def _read(self, key: bytes, snapshot: bool) -> Optional[bytes]:
         store = self.cluster.store
-        if self._use_ryw(snapshot):
+        use_ryw = self._use_ryw(snapshot)
+        if use_ryw:
             w = self.writes
             entry = w.entries.get(key)
             if w.key_unreadable(key):
                 if not (self.options.bypass_unreadable and entry is not None and entry.kind == UNREADABLE):
                     raise EmuError(ACCESSED_UNREADABLE)
-                value = entry.value
+                return entry.value
+            entry = w.lookup(key)
+            if entry is None:
+                value = store.get(key, self._storage())
+            elif entry.kind == KNOWN:
+                return entry.value  # the transaction's own write: no read conflict
             else:
-                entry = w.lookup(key)
-                if entry is None:
-                    value = store.get(key, self._storage())
-                elif entry.kind == KNOWN:
-                    value = entry.value
-                else:
-                    value = entry.resolve(store.get(key, self._storage()))
+                value = entry.resolve(store.get(key, self._storage()))
         else:
             value = store.get(key, self._storage())
-        self._add_read_conflict(key, key + b"\x00", snapshot)
+        self._add_read_conflict(key, key + b"\x00", snapshot, False)
         return value
 
     def _iter(self, begin: bytes, end: bytes, reverse: bool, use_ryw: bool, rv: int) -> Iterator[tuple[bytes, bytes]]:
@@ -389,7 +279,7 @@ class EmuTransaction:
                     span = (found, norm)
                 if use_ryw and self.writes.unreadable_in(*span):
                     raise EmuError(ACCESSED_UNREADABLE)
-                self._add_read_conflict(span[0], span[1], snapshot)
+                self._add_read_conflict(span[0], span[1], snapshot, use_ryw)
                 return NativeFuture.ready("key", found)
             except EmuError as e:
                 return NativeFuture.failed("key", e.code)
@@ -450,7 +340,7 @@ class EmuTransaction:
             end = max(bnorm, bk + b"\x00", ek + b"\x00", enorm)
         if use_ryw and self.writes.unreadable_in(begin, end):
             raise EmuError(ACCESSED_UNREADABLE)
-        self._add_read_conflict(begin, end, snapshot)
+        self._add_read_conflict(begin, end, snapshot, use_ryw)
         return rows, more
 
     def get_read_version(self) -> NativeFuture:
@@ -635,7 +525,7 @@ class EmuTransaction:
         return 0
 
     def set_option(self, code: int, param: Optional[bytes]) -> int:
-        if code not in _TXN_OPTION_CODES:
+        if code not in TXN_OPTION_CODES:
             return INVALID_OPTION
         with self.cluster.lock:
             try:
@@ -770,7 +660,11 @@ class EmuTransaction:
             if scaled <= 0:
                 return NativeFuture.ready("void")
             future = NativeFuture("void")
-            NETWORK.call_later(scaled, lambda: future.set_result(None))
+
+            def wake() -> None:
+                future.set_result(None)
+
+            NETWORK.call_later(scaled, wake)
             return future
 
     def reset(self) -> None:

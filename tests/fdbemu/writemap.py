@@ -99,6 +99,21 @@ class WriteMap:
             ks.reverse()
         return ks
 
+    def dependent_segments(self, begin: bytes, end: bytes) -> list[tuple[bytes, bytes]]:
+        """The parts of [begin, end) a read really depends on: RYW adds no read conflict where the transaction
+        itself set or cleared the value (only where storage, or a pending atomic op on it, decided)."""
+        own = [(max(b, begin), min(e, end)) for b, e in self.cleared if b < end and begin < e]
+        own += [(k, k + b"\x00") for k in self.keys_in(begin, end, False) if self.entries[k].kind != OPS]
+        out: list[tuple[bytes, bytes]] = []
+        cursor = begin
+        for b, e in sorted(own):
+            if b > cursor:
+                out.append((cursor, b))
+            cursor = max(cursor, e)
+        if cursor < end:
+            out.append((cursor, end))
+        return out
+
     def unreadable_in(self, begin: bytes, end: bytes) -> bool:
         if begin >= end:
             return False

@@ -1,0 +1,312 @@
+"""`cxsync tray` for real: Xvfb, a real XEmbed system tray (trayer), the real Supervisor, pystray's X11 backend.
+
+Proves the icon docks into the tray (its window is reparented under trayer's panel), is drawn in the state's
+colour, that its title follows the agent's state, and that `cxsync stop` or SIGTERM end the process with exit 0
+within a time budget.  A screenshot of the screen goes to tmp_path and to tests/artifacts/tray-smoke.png.
+Skipped, with the reason, where the X tools are not installed (.ci/system-deps.sh installs them).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from tests import transcripts as tx
+
+TOOLS = ("Xvfb", "trayer", "xwininfo", "xdotool", "import")
+MISSING = [t for t in TOOLS if shutil.which(t) is None]
+pytestmark = [
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the X11 smoke test runs on Linux"),
+    pytest.mark.skipif(bool(MISSING), reason=f"not installed: {', '.join(MISSING)} (run .ci/system-deps.sh)"),
+]
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+IDLE_GREEN = (0x2E, 0x7D, 0x32)
+EXIT_BUDGET = 15.0
+
+
+def wait_until(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not true within {timeout} s: {what}")
+        pause.wait(interval)
+
+
+@dataclass
+class XSession:
+    display: str
+    procs: list[subprocess.Popen[bytes]]
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("WAYLAND_DISPLAY", "XAUTHORITY")}
+        env["DISPLAY"] = self.display
+        return env
+
+    def tree(self) -> str:
+        # window names are Latin-1 STRING properties, printed raw
+        return subprocess.run(["xwininfo", "-root", "-tree"], capture_output=True, encoding="latin-1",
+                              env=self.env(), timeout=10).stdout
+
+
+def _start_xvfb(tmp: Path) -> tuple[str, subprocess.Popen[bytes]]:
+    """Xvfb on a display it picks itself (-displayfd): no clash with a developer's running X servers."""
+    read_fd, write_fd = os.pipe()
+    proc = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "320x48x24", "-nolisten", "tcp",
+                             "-noreset"], pass_fds=(write_fd,), stdout=subprocess.DEVNULL,
+                            stderr=open(tmp / "xvfb.log", "wb"))
+    os.close(write_fd)
+    number = b""
+    deadline = time.monotonic() + 15
+    with os.fdopen(read_fd, "rb") as fh:
+        while not number.endswith(b"\n") and time.monotonic() < deadline:
+            chunk = fh.read(1)
+            if not chunk:
+                break
+            number += chunk
+    if not number.strip().isdigit():
+        proc.kill()
+        raise AssertionError(f"Xvfb did not start: {(tmp / 'xvfb.log').read_text(errors='replace')}")
+    return f":{number.strip().decode()}", proc
+
+
+@pytest.fixture(scope="module")
+def xsession(tmp_path_factory: pytest.TempPathFactory) -> Iterator[XSession]:
+    tmp = tmp_path_factory.mktemp("x11")
+    display, xvfb = _start_xvfb(tmp)
+    session = XSession(display, [xvfb])
+    tray = subprocess.Popen(["trayer", "--edge", "top", "--align", "right", "--widthtype", "request",
+                             "--height", "26", "--SetDockType", "true", "--transparent", "false",
+                             "--tint", "0x202020", "--expand", "true"],
+                            env=session.env(), stdout=subprocess.DEVNULL, stderr=open(tmp / "trayer.log", "wb"))
+    session.procs.append(tray)
+    try:
+        wait_until(lambda: '("panel" "trayer")' in session.tree(), 15, "trayer's panel window exists")
+        yield session
+    finally:
+        for p in reversed(session.procs):
+            p.terminate()
+        for p in reversed(session.procs):
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+
+
+def cxsync_command() -> list[str]:
+    script = Path(sys.executable).parent / "cxsync"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "cxsync.agent"]
+
+
+def agent_env(xsession: XSession, tmp_path: Path) -> dict[str, str]:
+    claude = tmp_path / "claude"
+    sid = "5b0c6c1e-0000-4000-8000-000000000001"
+    tx.write(tx.session_file(claude, sid), [tx.user(sid, "how do I dock a tray icon?"),
+                                            *tx.assistant_lines(sid, [tx.text("With XEmbed.")])])
+    env = xsession.env()
+    for var in list(env):
+        if var.startswith("CXSYNC_"):
+            del env[var]
+    env.update(
+        CXSYNC_HOME=str(tmp_path / "cx"), HOME=str(tmp_path / "home"), CXSYNC_ROOTS=str(claude),
+        CXSYNC_SYNC_TARGET=f"sqlite:{tmp_path / 'log.db'}", CXSYNC_TENANT="acme", CXSYNC_USER="alice",
+        PYSTRAY_BACKEND="xorg",  # trayer is an XEmbed tray; AppIndicator would need a StatusNotifier host
+        DBUS_SESSION_BUS_ADDRESS="disabled:",  # never the developer's keyring
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@dataclass
+class TrayWindow:
+    id: str
+    name: str
+    in_panel: bool
+
+
+def find_tray_icon(xsession: XSession) -> TrayWindow | None:
+    """The cxsync icon window, and whether trayer's panel is among its ancestors (i.e. it is embedded)."""
+    ancestors: list[tuple[int, str]] = []
+    for line in xsession.tree().splitlines():
+        m = re.match(r"^(\s*)(0x[0-9a-f]+) (.*)$", line)
+        if not m:
+            continue
+        depth, wid, rest = len(m.group(1)), m.group(2), m.group(3)
+        while ancestors and ancestors[-1][0] >= depth:
+            ancestors.pop()
+        if '("cxsyncSystemTrayIcon" "cxsync")' in rest:
+            name = re.match(r'^"(.*)": \(', rest)
+            in_panel = any('("panel" "trayer")' in a for _, a in ancestors)
+            return TrayWindow(wid, name.group(1) if name else "", in_panel)
+        ancestors.append((depth, rest))
+    return None
+
+
+def geometry(xsession: XSession, wid: str) -> tuple[int, int, int, int]:
+    out = subprocess.run(["xwininfo", "-id", wid], capture_output=True, encoding="latin-1", env=xsession.env(),
+                         timeout=10).stdout
+
+    def field(name: str) -> int:
+        m = re.search(rf"{name}:\s+(-?\d+)", out)
+        assert m, out
+        return int(m.group(1))
+
+    return field("Absolute upper-left X"), field("Absolute upper-left Y"), field("Width"), field("Height")
+
+
+def screenshot(xsession: XSession, dest: Path) -> Path:
+    subprocess.run(["import", "-window", "root", str(dest)], check=True, env=xsession.env(), timeout=30,
+                   capture_output=True)
+    return dest
+
+
+def fraction_near(img: Any, box: tuple[int, int, int, int], colour: tuple[int, int, int], tol: int = 40) -> float:
+    region = img.convert("RGB").crop(box)
+    raw = region.tobytes()
+    pixels = [raw[i:i + 3] for i in range(0, len(raw), 3)]
+    near = sum(1 for p in pixels if all(abs(a - b) <= tol for a, b in zip(p, colour)))
+    return near / max(1, len(pixels))
+
+
+class Tray:
+    def __init__(self, xsession: XSession, tmp_path: Path, env: dict[str, str] | None = None) -> None:
+        self.xsession, self.tmp = xsession, tmp_path
+        self.env = env or agent_env(xsession, tmp_path)
+        self.log = open(tmp_path / "tray.out", "wb")
+        self.proc = subprocess.Popen([*cxsync_command(), "tray"], env=self.env, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+
+    def output(self) -> str:
+        return (self.tmp / "tray.out").read_text(errors="replace")
+
+    def docked(self, title_part: str = "") -> TrayWindow:
+        def ready() -> TrayWindow | None:
+            assert self.proc.poll() is None, f"cxsync tray exited early ({self.proc.returncode}):\n{self.output()}"
+            w = find_tray_icon(self.xsession)
+            return w if w and w.in_panel and title_part in w.name else None
+
+        win: TrayWindow = wait_until(ready, 30, f"the cxsync icon is embedded in trayer, title ~ {title_part!r}")
+        return win
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*cxsync_command(), *args], env=self.env, capture_output=True, text=True, timeout=30)
+
+    def wait_exit(self) -> tuple[int, float]:
+        t0 = time.monotonic()
+        try:
+            code = self.proc.wait(EXIT_BUDGET)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise AssertionError(f"cxsync tray did not exit within {EXIT_BUDGET} s:\n{self.output()}") from None
+        return code, time.monotonic() - t0
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.log.close()
+
+
+@pytest.fixture
+def tray_factory(xsession: XSession, tmp_path: Path) -> Iterator[Callable[..., Tray]]:
+    made: list[Tray] = []
+
+    def make(env: dict[str, str] | None = None) -> Tray:
+        made.append(Tray(xsession, tmp_path, env))
+        return made[-1]
+
+    yield make
+    for t in made:
+        t.close()
+
+
+def test_tray_docks_shows_the_state_and_stops_via_the_control_channel(
+        xsession: XSession, tmp_path: Path, tray_factory: Callable[..., Tray]) -> None:
+    tray = tray_factory()
+    win = tray.docked("Up to date")
+    assert win.name.startswith("cxsync - Up to date")
+
+    # the real supervisor behind it: the control channel answers and the transcript was captured
+    status = tray.cli("status", "--json")
+    assert status.returncode == 0, status.stderr
+    assert '"state"' in status.stdout and '"not-running"' not in status.stdout
+    wait_until(lambda: "1 message" in (find_tray_icon(xsession) or win).name or
+               "2 messages" in (find_tray_icon(xsession) or win).name, 15, "the captured messages are counted")
+
+    shot = screenshot(xsession, tmp_path / "tray-smoke.png")
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copyfile(shot, ARTIFACTS / "tray-smoke.png")
+    from PIL import Image
+
+    x, y, w, h = geometry(xsession, win.id)
+    assert w >= 16 and h >= 16
+    img = Image.open(shot)
+    assert fraction_near(img, (x, y, x + w, y + h), IDLE_GREEN) > 0.25, "the icon is drawn in the idle green"
+    # everything left of the tray is the empty root window: the green is the icon's own
+    assert fraction_near(img, (0, 0, max(1, x - 40), img.height), IDLE_GREEN) == 0.0
+
+    stop = tray.cli("stop")
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    code, took = tray.wait_exit()
+    assert code == 0, tray.output()
+    assert took < EXIT_BUDGET
+    assert find_tray_icon(xsession) is None, "the icon left the tray"
+    assert tray.cli("status", "--json").stdout.count('"not-running"') == 1, "the lock was released"
+
+
+def test_sigterm_exits_cleanly_with_code_0(xsession: XSession, tray_factory: Callable[..., Tray]) -> None:
+    tray = tray_factory()
+    tray.docked("cxsync - ")
+    wait_until(lambda: "Agent not running" not in ((find_tray_icon(xsession) or TrayWindow("", "", False)).name),
+               15, "the agent has started")
+    tray.proc.send_signal(signal.SIGTERM)
+    code, took = tray.wait_exit()
+    assert code == 0, tray.output()
+    assert took < EXIT_BUDGET
+    assert "Traceback" not in tray.output()
+    assert find_tray_icon(xsession) is None
+
+
+def test_a_tray_started_beside_a_running_agent_is_its_remote_control(
+        xsession: XSession, tmp_path: Path, tray_factory: Callable[..., Tray]) -> None:
+    env = agent_env(xsession, tmp_path)
+    agent_log = open(tmp_path / "agent.out", "wb")
+    agent = subprocess.Popen([*cxsync_command(), "run"], env=env, stdout=agent_log, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: subprocess.run([*cxsync_command(), "status", "--json"], env=env, capture_output=True,
+                                          text=True, timeout=30).stdout.count('"not-running"') == 0,
+                   30, "the headless agent runs")
+        tray = tray_factory(env)
+        tray.docked("Up to date")
+        tray.proc.send_signal(signal.SIGTERM)
+        code, _ = tray.wait_exit()
+        assert code == 0, tray.output()
+        assert agent.poll() is None, "quitting a client tray leaves the agent running"
+        status = subprocess.run([*cxsync_command(), "status", "--json"], env=env, capture_output=True, text=True,
+                                timeout=30)
+        assert '"not-running"' not in status.stdout
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        try:
+            agent.wait(EXIT_BUDGET)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            agent.wait(5)
+        agent_log.close()
