@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from cxsync.agent import transcript as tx
 from cxsync.agent.discovery import TranscriptFile, classify, discover, projects_dir
@@ -58,29 +58,51 @@ def _state_from_row(path: str, row: dict[str, Any] | None) -> FileState | None:
                      row["head_len"] or 0, row["head_hash"] or "", row["size"] or 0, row["mtime"] or 0.0)
 
 
-class _Pending:
-    """Events of several files held for one transaction during a backfill (FTS5 and the WAL both prefer a few
-    large transactions).  Lookups consult it before the cache, so dedup and merging see what is held here."""
+class _Held:
+    """What a backfill produced but the cache may not show yet (queued, or being written by the writer thread).
+    Lookups consult it before the cache, so dedup and merging see everything produced so far."""
 
     def __init__(self) -> None:
-        self.events: list[ev.ContextEvent] = []
-        self.files: list[dict[str, Any]] = []
         self.messages: dict[str, dict[str, Any]] = {}
         self.sessions: set[str] = set()
         self.records: set[str] = set()
-        self.end_checks: list[tuple[tx.FileContext, FileState | None]] = []
+        self._file_keys: list[str] = []
 
-    def add(self, events: list[ev.ContextEvent], fstate: dict[str, Any]) -> None:
-        self.events.extend(events)
-        self.files.append(fstate)
+    def add(self, events: list[ev.ContextEvent]) -> None:
         for e in events:
             if e.type == ev.MESSAGE_INDEXED:
-                self.messages[e.data["key"]] = {"session": e.data["session"], "parts": e.data.get("parts", 1),
-                                                "event": e}
+                key = e.data["key"]
+                self.messages[key] = {"session": e.data["session"], "parts": e.data.get("parts", 1), "event": e}
+                self._file_keys.append(key)
             elif e.type == ev.SESSION_STARTED:
                 self.sessions.add(e.data["session"])
             elif e.type == ev.RECORDS_CAPTURED:
                 self.records.update(r["key"] for r in e.data.get("records", []))
+
+    def file_done(self) -> None:
+        # Merging only ever needs the events of the file being read; keep just the identity of the others.
+        for key in self._file_keys:
+            self.messages[key]["event"] = None
+        self._file_keys.clear()
+
+
+@dataclass
+class Slice:
+    """What one read of a file produced: its events and the offset they reach (``fstate``), or the end of the
+    file's reading (``end``: the session-ended check), or the news that the file is gone (``deleted``)."""
+
+    events: list[ev.ContextEvent]
+    fstate: dict[str, Any] | None
+    end: tuple[tx.FileContext, FileState | None] | None = None
+    deleted: str | None = None
+
+
+class _Batch:
+    def __init__(self) -> None:
+        self.done: int | None = None  # files of the backfill finished once this batch is written
+        self.events: list[ev.ContextEvent] = []
+        self.files: list[dict[str, Any]] = []
+        self.end_checks: list[tuple[tx.FileContext, FileState | None]] = []
 
 
 class Ingestor:
@@ -90,16 +112,19 @@ class Ingestor:
         self.cache = cache
         self.identity = identity
         self.roots = [Path(r) for r in roots]
-        self._pending: _Pending | None = None
+        self._held: _Held | None = None
+        self._batch: _Batch | None = None
 
     def _flush(self) -> None:
-        pending = self._pending
-        if pending is None or not (pending.events or pending.files):
+        batch = self._batch
+        if batch is None or not (batch.events or batch.files):
             return
-        self._pending = _Pending()
-        self.cache.apply(pending.events, "local", files=pending.files)
-        for ctx, state in pending.end_checks:
+        self._batch = _Batch()
+        self.cache.apply(batch.events, "local", files=batch.files)
+        for ctx, state in batch.end_checks:
             self._maybe_end_session(ctx, state)
+        if batch.done is not None:
+            self.cache.set_state(import_done=batch.done)
 
     # ---- discovery ------------------------------------------------------------------------------------------
 
@@ -116,26 +141,63 @@ class Ingestor:
     # ---- one file -------------------------------------------------------------------------------------------
 
     def ingest_file(self, tf: TranscriptFile, *, max_bytes: int = 8 << 20) -> IngestStats:
+        """Capture what is new in one file now: each slice is applied before the next is read."""
         stats = IngestStats(files=1)
+        for sl in self.produce(tf, stats, max_bytes=max_bytes):
+            if self._batch is not None:
+                self._hold(sl)
+            else:
+                self.consume(sl)
+        return stats
+
+    def consume(self, sl: "Slice") -> None:
+        if sl.deleted:
+            self.cache.mark_file_deleted(sl.deleted)
+        elif sl.end is not None:
+            self._maybe_end_session(*sl.end)
+        elif sl.fstate is not None:
+            self.cache.apply(sl.events, "local", files=[sl.fstate])
+
+    def _hold(self, sl: "Slice") -> None:
+        """Backfill: gather slices into a few large transactions."""
+        assert self._batch is not None
+        if sl.deleted:
+            self._flush()
+            self.cache.mark_file_deleted(sl.deleted)
+        elif sl.end is not None:
+            self._batch.end_checks.append(sl.end)
+        elif sl.fstate is not None:
+            self._batch.events.extend(sl.events)
+            self._batch.files.append(sl.fstate)
+            if len(self._batch.events) >= self.BATCH_EVENTS:
+                self._flush()
+
+    def produce(self, tf: TranscriptFile, stats: IngestStats, *, max_bytes: int = 8 << 20) -> Iterator["Slice"]:
+        """Read what is new in ``tf`` and yield it as slices of events, each with the file offset it reaches.
+
+        Live, the caller applies each slice before asking for the next (the next one's lookups see it); in a
+        backfill the held set (``self._held``) stands in for what is not written yet.
+        """
         path = str(tf.path)
         row = self.cache.file_state(path)
         state = _state_from_row(path, row)
         parent = tf.parent or (row or {}).get("session_id", "") or None
         if tf.kind == "agent-flat" and row and row.get("session_id"):
             parent = row["session_id"].split(":")[0]
+        ctx = None
         while True:
             try:
                 res = tail(path, state, max_bytes=max_bytes)
             except FileNotFoundError:
                 if row is not None or state is not None:
-                    self.cache.mark_file_deleted(path)
                     log.info("transcript %s is gone; keeping everything captured from it", path)
+                    yield Slice([], None, deleted=path)
                 stats.files = 0
-                return stats
+                return
             except OSError as exc:
                 stats.errors.append(f"{path}: {exc.strerror or exc}")
                 log.warning("cannot read %s: %s", path, exc)
-                return stats
+                return
             if res.reset:
                 stats.resets += 1
                 log.info("transcript %s was %s: re-reading it from the start", path, res.reason)
@@ -165,20 +227,15 @@ class Ingestor:
                 "mtime": res.state.mtime, "malformed_add": malformed,
             }
             state = res.state
-            if self._pending is None:
-                self.cache.apply(events, "local", files=[fstate])
-            else:
-                self._pending.add(events, fstate)
-                # A file read in several slices: its next slice must see this one (split messages merge).
-                if res.more or len(self._pending.events) >= self.BATCH_EVENTS:
-                    self._flush()
+            if self._held is not None:
+                self._held.add(events)
+            yield Slice(events, fstate)
             if not res.more:
                 break
-        if self._pending is None:
-            self._maybe_end_session(ctx, state)
-        else:
-            self._pending.end_checks.append((ctx, state))
-        return stats
+        if self._held is not None:
+            self._held.file_done()
+        if ctx is not None:
+            yield Slice([], None, end=(ctx, state))
 
     def _context(self, tf: TranscriptFile, parent: str | None) -> tx.FileContext:
         if tf.kind == "main":
@@ -204,8 +261,8 @@ class Ingestor:
                 groups.setdefault(key, []).append(p)
         events: list[ev.ContextEvent] = []
         new_session = False
-        pending = self._pending
-        known_session = (pending is not None and ctx.session in pending.sessions) or \
+        held = self._held
+        known_session = (held is not None and ctx.session in held.sessions) or \
             ctx.session in self.cache.known_sessions([ctx.session])
         if not known_session and (groups or others):
             first = next((p.record for p in pieces if isinstance(p.record.get("cwd"), str)), {})
@@ -218,8 +275,8 @@ class Ingestor:
                 "project_slug": tf.project_slug,
             }))
             new_session = True
-        held = {k: pending.messages[k] for k in groups if pending is not None and k in pending.messages}
-        known = {**self.cache.known_messages([k for k in groups if k not in held]), **held}
+        held_msgs = {k: held.messages[k] for k in groups if held is not None and k in held.messages}
+        known = {**self.cache.known_messages([k for k in groups if k not in held_msgs]), **held_msgs}
         indexed_at = _now()
         n_msgs = 0
         for key, group in groups.items():
@@ -228,6 +285,12 @@ class Ingestor:
                 if have["session"] != ctx.session:
                     continue  # the same record copied into another file (resume/fork): first capture stays
                 old_event = have["event"]
+                if old_event is None:  # held from an earlier file of this backfill: written already
+                    self._flush()
+                    stored = self.cache.known_messages([key]).get(key)
+                    if stored is None:  # not written yet (another process writes): keep the first capture
+                        continue
+                    old_event = stored["event"]
                 old = (old_event if isinstance(old_event, ev.ContextEvent) else ev.decode(old_event)).data
                 seen = {p.raw for p in group}
                 merged = [p for p in tx.pieces_from_raws(old.get("records", []), old.get("lines", []))
@@ -254,8 +317,8 @@ class Ingestor:
                         r["leaf_uuid"] = p.record["leafUuid"]
                 recs.append(r)
             fresh = self.cache.known_records(r["key"] for r in recs)
-            if pending is not None:
-                fresh |= {r["key"] for r in recs if r["key"] in pending.records}
+            if held is not None:
+                fresh |= {r["key"] for r in recs if r["key"] in held.records}
             recs = [r for r in recs if r["key"] not in fresh]
             for i in range(0, len(recs), RECORDS_PER_EVENT):
                 chunk = recs[i:i + RECORDS_PER_EVENT]
@@ -278,23 +341,24 @@ class Ingestor:
     # ---- many files -----------------------------------------------------------------------------------------
 
     def import_all(self, progress: Callable[[TranscriptFile, int, int], None] | None = None) -> IngestStats:
+        """Backfill every transcript in a few large transactions (FTS5 and the WAL both prefer them)."""
         files = self.scan()
         # Main sessions first so subagents find their parent's session in place.
         files.sort(key=lambda f: (f.kind != "main", str(f.path)))
         total = IngestStats()
         self.cache.set_state(import_total=len(files), import_done=0)
-        self._pending = _Pending()
+        self._held, self._batch = _Held(), _Batch()
         try:
             for i, tf in enumerate(files, 1):
                 total.add(self.ingest_file(tf))
                 if progress:
                     progress(tf, i, len(files))
                 if i % 20 == 0 or i == len(files):
+                    self._batch.done = i
                     self._flush()
-                    self.cache.set_state(import_done=i)
             self._flush()
         finally:
-            self._pending = None
+            self._held = self._batch = None
         return total
 
 
