@@ -58,18 +58,19 @@ def register(main: click.Group) -> None:
 
         cfg = obj.config()
         sup = Supervisor(cfg, force_polling=polling or None)
+
+        def on_signal(signum: int, frame: object) -> None:
+            sup.stop_event.set()
+
+        # Before start(): a SIGTERM that arrives while starting must still mean a clean stop.
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
         try:
             sup.start()
         except AlreadyRunning as exc:
             click.echo(f"cxsync is already running (pid {exc.pid})")
             return
         done = threading.Event()
-
-        def on_signal(signum: int, frame: object) -> None:
-            sup.stop_event.set()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
         click.echo(f"cxsync agent running (pid {__import__('os').getpid()}); logs in {cfg.paths.log_file}", err=True)
         while not sup.stop_event.wait(3600):
             pass

@@ -293,8 +293,13 @@ class Supervisor:
 
     def _component(self, name: str) -> Callable[[str, BaseException | None], None]:
         def report(state: str, exc: BaseException | None) -> None:
-            if self._components.get(name) != state:
+            previous = self._components.get(name)
+            if previous != state:
                 self._components[name] = state
+                if previous == "offline" and state == "ok":
+                    self.sync_now()  # the log is back: the other loops need not wait out their backoff
+                self._publish_state()
+            elif self._compute_state() != self._state:  # e.g. syncing -> idle once a push drained the outbox
                 self._publish_state()
         return report
 

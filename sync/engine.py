@@ -248,10 +248,12 @@ class SyncEngine:
                                                  "at": _now()})
                 if on_state:
                     on_state("offline", exc)
-                stop.wait(delay)
+                wake.wait(delay)  # a retry timer that sync-now (or a reconnect seen by push) cuts short
+                wake.clear()
             except Exception as exc:  # noqa: BLE001
                 delay = backoff.next()
                 log.exception("pull error on %s", stream)
                 if on_state:
                     on_state("error", exc)
-                stop.wait(delay)
+                wake.wait(delay)  # a retry timer that sync-now (or a reconnect seen by push) cuts short
+                wake.clear()
