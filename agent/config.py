@@ -11,12 +11,9 @@ A bad value is a ConfigError naming the key, never a traceback.
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import re
-import secrets
-import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,6 +112,10 @@ def _toml_str(s: str) -> str:
 
 def _generated_identity(paths: Paths) -> dict[str, str]:
     """Identity generated on first use and kept: in config.toml when we create it, else in the state dir."""
+    import getpass
+    import secrets
+    import socket
+
     user = _sanitize(getpass.getuser(), "user")
     return {
         "tenant": "personal",

@@ -74,7 +74,10 @@ def collect(cfg: Config) -> dict[str, Any]:
                 row = c.execute("SELECT value FROM state WHERE key=?", (key,)).fetchone()
                 return json.loads(row[0]) if row else default
 
-            out["messages"] = c.execute("SELECT count(*) FROM messages").fetchone()[0]
+            try:
+                out["messages"] = c.execute("SELECT value FROM counters WHERE name='messages'").fetchone()[0]
+            except Exception:  # noqa: BLE001 - a cache from before migration 2, not yet opened by a writer
+                out["messages"] = c.execute("SELECT count(*) FROM messages").fetchone()[0]
             out["sessions"] = c.execute("SELECT count(*) FROM sessions WHERE session_id = root_session").fetchone()[0]
             ob = dict(c.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall())
             out["outbox"], out["quarantined"] = ob.get("pending", 0), ob.get("quarantined", 0)

@@ -95,6 +95,7 @@ class _SessionAgg:
 
     def __init__(self) -> None:
         self.s: dict[str, dict[str, Any]] = {}
+        self.new_messages = 0
 
     def add(self, e: ev.ContextEvent, row: dict[str, Any], count: int, delta: list[int]) -> None:
         sid = row["session_id"]
@@ -104,6 +105,7 @@ class _SessionAgg:
                                "first": None, "last": None, "fp": None, "fpat": None, "models": set(),
                                "project": None, "branch": None}
         a["count"] += count
+        self.new_messages += count
         a["tok"] = [x + d for x, d in zip(a["tok"], delta)]
         at = row["occurred_at"]
         if at:
@@ -264,4 +266,7 @@ def apply_in_tx(conn: apsw.Connection, events: Iterable[ev.ContextEvent], origin
                 conn.execute("INSERT OR IGNORE INTO outbox(event_seq, stream) VALUES (?,?)", (seq, stream))
                 res.outboxed += 1
     agg.flush(conn)
+    if agg.new_messages:
+        conn.execute("UPDATE counters SET value = value + ? WHERE name = 'messages'", (agg.new_messages,))
+        agg.new_messages = 0
     return res

@@ -7,7 +7,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import apsw
-import apsw.bestpractice
 
 from cxsync.cache.schema import MIGRATIONS
 
@@ -24,6 +23,8 @@ def _best_practice(conn: apsw.Connection) -> None:
     """apsw's recommended connection settings, applied to our connections only: ``apsw.bestpractice.apply``
     would install them as process-wide hooks on every connection (the event log's, a test's), and route
     SQLite's log into ours."""
+    import apsw.bestpractice  # only writers need it; `cxsync status` opens read-only
+
     for fn in apsw.bestpractice.recommended:
         if fn is not apsw.bestpractice.library_logging:
             fn(conn)

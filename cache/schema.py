@@ -157,4 +157,17 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        2,
+        "message counter",
+        """
+        -- count(*) over a million messages takes longer than `cxsync status` may; apply keeps this exact, in the
+        -- same transaction as the rows it counts.
+        CREATE TABLE counters (
+            name TEXT PRIMARY KEY,
+            value INTEGER NOT NULL
+        );
+        INSERT INTO counters(name, value) SELECT 'messages', count(*) FROM messages;
+        """,
+    ),
 ]

@@ -178,7 +178,7 @@ class Queries:
             return int(self.conn.execute(sql).fetchone()[0])
 
         return {
-            "messages": one("SELECT count(*) FROM messages"),
+            "messages": one("SELECT value FROM counters WHERE name='messages'"),
             "sessions": one("SELECT count(*) FROM sessions WHERE session_id = root_session"),
             "subagent_sessions": one("SELECT count(*) FROM sessions WHERE session_id != root_session"),
             "records": one("SELECT count(*) FROM records"),
