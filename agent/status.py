@@ -68,8 +68,12 @@ def collect(cfg: Config) -> dict[str, Any]:
         # Plain SQL on a read-only connection: status must not import the apply/codec machinery.
         from cxsync.cache.db import connect
 
+        from cxsync.cache.db import schema_version
+
         c = connect(cfg.paths.cache_db, readonly=True)
         try:
+            if schema_version(c) == 0:  # the agent is creating it right now: nothing to count yet
+                return out
             def state(key: str, default: Any = None) -> Any:
                 row = c.execute("SELECT value FROM state WHERE key=?", (key,)).fetchone()
                 return json.loads(row[0]) if row else default

@@ -163,7 +163,7 @@ def test_status_offline_then_drains_on_reconnect(tmp_path: Path, claude_home: Pa
         assert s["outbox"] > 0 and "offline" in s["last_error"]["hint"]
         share.mkdir()
         wait_until(lambda: a.status()["outbox"] == 0, 30, interval=0.2, what="outbox drained after reconnect")
-        assert a.status()["state"] == "idle"
+        wait_until(lambda: a.status()["state"] == "idle", 10, interval=0.2, what="settles to idle")
     finally:
         assert a.stop() == 0
 
