@@ -94,17 +94,26 @@ class ContextEvent:
 
 
 def encode(event: ContextEvent) -> bytes:
-    """Version 2: zstd( orjson(envelope) [ "\n" verbatim-line ]* ).  A MessageIndexed event's verbatim transcript
-    lines (``data["records"]``, JSON text already) travel after the envelope as they are, instead of being
-    escaped again inside it: cheaper to write and to compress.  They never contain a newline (lines are split
-    on newlines); if one ever did, it stays inside the envelope."""
+    """Version 2: zstd( orjson(envelope) [ "\n" verbatim-line ]* ).  Verbatim transcript lines (the strings of a
+    MessageIndexed's ``records``, the ``raw`` of a RecordsCaptured's records — JSON text already) travel after
+    the envelope as they are, instead of being escaped again inside it: cheaper to write and to compress.  They
+    never contain a newline (lines are split on newlines); if one ever did, it stays inside the envelope."""
     data = event.data
     records = data.get("records")
     tail = b""
-    if isinstance(records, list) and records and all(isinstance(r, str) and "\n" not in r for r in records):
-        data = {k: v for k, v in data.items() if k != "records"}
-        data["R"] = len(records)
-        tail = b"\n" + "\n".join(records).encode("utf-8", "surrogatepass")
+    raws: list[str] | None = None
+    if isinstance(records, list) and records:
+        if all(isinstance(r, str) for r in records):
+            raws, marker, kept = records, "R", None
+        elif all(isinstance(r, dict) and isinstance(r.get("raw"), str) for r in records):
+            raws, marker = [r["raw"] for r in records], "RR"
+            kept = [{k: v for k, v in r.items() if k != "raw"} for r in records]
+        if raws is not None and not any("\n" in r for r in raws):
+            data = {k: v for k, v in data.items() if k != "records"}
+            data[marker] = len(raws)
+            if kept is not None:
+                data["records"] = kept
+            tail = b"\n" + "\n".join(raws).encode("utf-8", "surrogatepass")
     body = {
         "t": event.type,
         "i": event.event_id,
@@ -129,12 +138,15 @@ def decode(blob: bytes) -> ContextEvent:
         head, sep, tail = raw.partition(b"\n")
         body = orjson.loads(head)
         data = body.get("d")
-        if isinstance(data, dict) and "R" in data:
-            n = data.pop("R")
-            records = tail.decode("utf-8", "surrogatepass").split("\n") if sep else []
-            if len(records) != n:
-                raise ValueError(f"expected {n} verbatim records, found {len(records)}")
-            data["records"] = records
+        if isinstance(data, dict) and ("R" in data or "RR" in data):
+            n = data.pop("R") if "R" in data else data.pop("RR")
+            raws = tail.decode("utf-8", "surrogatepass").split("\n") if sep else []
+            if len(raws) != n:
+                raise ValueError(f"expected {n} verbatim records, found {len(raws)}")
+            if "records" in data:  # RecordsCaptured: each record's raw text goes back in place
+                data["records"] = [{**r, "raw": raw} for r, raw in zip(data["records"], raws)]
+            else:
+                data["records"] = raws
         return ContextEvent(**{_LONG[k]: v for k, v in body.items() if k in _LONG})
     except (zlib.error, zstandard.ZstdError, orjson.JSONDecodeError, TypeError, ValueError) as exc:
         raise CodecError(f"corrupt event payload: {exc}") from exc

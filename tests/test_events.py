@@ -30,7 +30,9 @@ def test_event_ids_are_deterministic_and_cover_identity_and_content() -> None:
     ev.message_indexed(ID, _msg(records=["line with\nnewline"])),
     ev.session_started(ID, {"session": "s", "project": "/p"}),
     ev.session_ended(ID, "s", 3, "2026-01-01T00:00:00Z"),
-    ev.records_captured(ID, "s", [{"key": "r:1", "type": "progress", "raw": '{"type":"progress"}'}]),
+    ev.records_captured(ID, "s", [{"key": "r:1", "type": "progress", "raw": '{"type":"progress"}'},
+                                  {"key": "r:2", "type": "summary", "raw": '{"s":1}', "title": "t", "title_rank": 1}]),
+    ev.records_captured(ID, "s", [{"key": "r:1", "type": "x", "raw": "with\nnewline"}]),
     ev.knowledge_extracted(ID, {"id": "k1", "type": "decision", "title": "use WAL"}, ["h1"]),
     ev.knowledge_shared(ID, "k1", "team"),
 ])
