@@ -86,6 +86,7 @@ def main() -> None:
     ap.add_argument("--idle", type=float, default=60.0)
     ap.add_argument("--appends", type=int, default=100)
     ap.add_argument("--home", type=Path, help="reuse (or keep) the built CXSYNC_HOME here")
+    ap.add_argument("--target", default="none", help='sync.target for the run, e.g. "sqlite:/tmp/log.db"')
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="cxsync-agent-bench-"))
     home = args.home or work / "cxhome"
@@ -98,10 +99,10 @@ def main() -> None:
             db.parent.mkdir(parents=True, exist_ok=True)
             build_cache(db, args.messages)
         (home / "config.toml").write_text('[identity]\ntenant = "bench"\nuser = "bob"\nmachine = "M"\n'
-                                          f'[transcripts]\nroots = ["{claude}"]\n[sync]\ntarget = "none"\n')
+                                          f'[transcripts]\nroots = ["{claude}"]\n[sync]\ntarget = "{args.target}"\n')
         env = {**os.environ, "CXSYNC_HOME": str(home)}
         n = apsw.Connection(str(db)).execute("SELECT count(*) FROM messages").fetchone()[0]
-        print(f"cache: {n:,} messages, {db.stat().st_size / 1e6:.0f} MB")
+        print(f"cache: {n:,} messages, {db.stat().st_size / 1e6:.0f} MB; sync.target = {args.target}")
         sid = "be0c4000-0000-4000-8000-000000000001"
         f = T.session_file(claude, sid)
         T.write(f, [T.user(sid, "first line")])
