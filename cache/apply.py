@@ -197,20 +197,22 @@ def _apply_session_ended(conn: apsw.Connection, e: ev.ContextEvent, seq: int, ag
 def _apply_records(conn: apsw.Connection, e: ev.ContextEvent, seq: int, agg: _SessionAgg) -> None:
     sid = e.data["session"]
     _ensure_session(conn, e, sid, e.data.get("root_session"))
-    for r in e.data.get("records", []):
-        conn.execute("INSERT OR IGNORE INTO records(key, session_id, type, line, event_seq) VALUES (?,?,?,?,?)",
-                     (r["key"], sid, r.get("type"), r.get("line"), seq))
-        title = r.get("title")
-        rank = int(r.get("title_rank") or 0)
-        if conn.changes() and title and rank:
-            target = sid
-            leaf = r.get("leaf_uuid")
-            if leaf:  # a summary names the conversation its leaf belongs to, possibly another file's
-                hit = conn.execute("SELECT session_id FROM messages WHERE key=?", ("u:" + leaf,)).fetchone()
-                if hit:
-                    target = hit[0]
-            conn.execute("UPDATE sessions SET title = :t, title_rank = :r WHERE session_id = :sid"
-                         " AND title_rank <= :r", {"t": title, "r": rank, "sid": target})
+    records = e.data.get("records", [])
+    before = conn.total_changes()
+    conn.executemany("INSERT OR IGNORE INTO records(key, session_id, type, line, event_seq) VALUES (?,?,?,?,?)",
+                     [(r["key"], sid, r.get("type"), r.get("line"), seq) for r in records])
+    titled = [r for r in records if r.get("title") and int(r.get("title_rank") or 0)]
+    if not titled or conn.total_changes() == before:
+        return
+    for r in titled:
+        target = sid
+        leaf = r.get("leaf_uuid")
+        if leaf:  # a summary names the conversation its leaf belongs to, possibly another file's
+            hit = conn.execute("SELECT session_id FROM messages WHERE key=?", ("u:" + leaf,)).fetchone()
+            if hit:
+                target = hit[0]
+        conn.execute("UPDATE sessions SET title = :t, title_rank = :r WHERE session_id = :sid"
+                     " AND title_rank <= :r", {"t": r["title"], "r": int(r["title_rank"]), "sid": target})
 
 
 def _apply_knowledge(conn: apsw.Connection, e: ev.ContextEvent, seq: int, agg: _SessionAgg) -> None:
@@ -241,30 +243,80 @@ _HANDLERS: dict[str, Callable[[apsw.Connection, ev.ContextEvent, int, _SessionAg
 }
 
 
+def _existing(conn: apsw.Connection, sql: str, values: list[str]) -> set[str]:
+    out: set[str] = set()
+    for i in range(0, len(values), 900):  # SQLite's bound-parameter limit, with room to spare
+        chunk = values[i:i + 900]
+        out.update(r[0] for r in conn.execute(sql % ",".join("?" * len(chunk)), chunk))
+    return out
+
+
+_INSERT_MSG_WITH_ID = (f"INSERT INTO messages(id, {', '.join(_MSG_COLS)})"
+                       f" VALUES ({', '.join('?' * (len(_MSG_COLS) + 1))})")
+
+
 def apply_in_tx(conn: apsw.Connection, events: Iterable[ev.ContextEvent], origin: str,
                 route: Router | None, payloads: Mapping[str, bytes] | None = None) -> ApplyResult:
-    """Apply inside an open transaction.  ``payloads`` may carry already-encoded events (a pull has them)."""
+    """Apply inside an open transaction.  ``payloads`` may carry already-encoded events (a pull has them).
+
+    Set-wise, because a backfill applies thousands of events at a time: the events already stored are found in
+    one query per 900 ids and skipped; the rest are written with ``executemany`` — the events with explicit
+    sequence numbers, the messages new to the table with explicit ids (so their FTS rows go in the same way),
+    then, one by one and in order, the rarer cases (a message that grew, session and record events), and
+    finally the outbox rows.
+    """
     res = ApplyResult()
     now = now_iso()
     agg = _SessionAgg()
+    events = list(events)
+    known = _existing(conn, "SELECT event_id FROM events WHERE event_id IN (%s)", [e.event_id for e in events])
+    fresh: list[ev.ContextEvent] = []
     for e in events:
-        payload = (payloads or {}).get(e.event_id) or ev.encode(e)
-        conn.execute("INSERT OR IGNORE INTO events(event_id, type, origin, payload, received_at)"
-                     " VALUES (?,?,?,?,?)", (e.event_id, e.type, origin, payload, now))
-        if not conn.changes():
+        if e.event_id in known:
             res.skipped += 1
             continue
-        seq = conn.last_insert_rowid()
-        res.applied += 1
-        res.event_ids.append(e.event_id)
-        if e.type != ev.MESSAGE_INDEXED and agg.s:
-            agg.flush(conn)  # other events read session rows: make them current first
-        if _HANDLERS[e.type](conn, e, seq, agg) and e.type == ev.MESSAGE_INDEXED:
-            res.messages += 1
-        if origin == "local" and route is not None:
-            for stream in route(e):
-                conn.execute("INSERT OR IGNORE INTO outbox(event_seq, stream) VALUES (?,?)", (seq, stream))
-                res.outboxed += 1
+        known.add(e.event_id)
+        fresh.append(e)
+    if not fresh:
+        return res
+    base = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+    seqs = {e.event_id: base + i for i, e in enumerate(fresh, 1)}
+    payloads = payloads or {}
+    conn.executemany(
+        "INSERT INTO events(seq, event_id, type, origin, payload, received_at) VALUES (?,?,?,?,?,?)",
+        [(seqs[e.event_id], e.event_id, e.type, origin, payloads.get(e.event_id) or ev.encode(e), now)
+         for e in fresh])
+    res.applied = len(fresh)
+    res.event_ids = [e.event_id for e in fresh]
+
+    messages = [e for e in fresh if e.type == ev.MESSAGE_INDEXED]
+    if messages:
+        present = _existing(conn, "SELECT key FROM messages WHERE key IN (%s)", [e.data["key"] for e in messages])
+        next_id = conn.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()[0]
+        rows, fts, later = [], [], []
+        for e in messages:
+            key = e.data["key"]
+            if key in present:
+                later.append(e)  # already held (a copy, or a message that grew): decided one by one
+                continue
+            present.add(key)
+            row = _message_row(e)
+            next_id += 1
+            rows.append((next_id, *[row[c] for c in _MSG_COLS]))
+            fts.append((next_id, row["content"]))
+            agg.add(e, row, 1, [row[t] for t in _TOKENS])
+        conn.executemany(_INSERT_MSG_WITH_ID, rows)
+        conn.executemany("INSERT INTO messages_fts(rowid, content) VALUES (?,?)", fts)
+        res.messages = len(rows)
+        for e in later:
+            res.messages += int(_apply_message(conn, e, seqs[e.event_id], agg))
+    for e in fresh:
+        if e.type != ev.MESSAGE_INDEXED:
+            _HANDLERS[e.type](conn, e, seqs[e.event_id], agg)
+    if origin == "local" and route is not None:
+        outbox = [(seqs[e.event_id], stream) for e in fresh for stream in route(e)]
+        conn.executemany("INSERT OR IGNORE INTO outbox(event_seq, stream) VALUES (?,?)", outbox)
+        res.outboxed = len(outbox)
     agg.flush(conn)
     if agg.new_messages:
         conn.execute("UPDATE counters SET value = value + ? WHERE name = 'messages'", (agg.new_messages,))

@@ -29,12 +29,14 @@ def rebuild_cache(path: Path, opener: Callable[[Path], Any]) -> dict[str, int]:
                 "SELECT event_id, origin FROM events WHERE event_id IN (%s)" % ",".join("?" * len(batch)),
                 [eid for eid, _ in batch]).fetchall())
             # Keep each event's origin; no routing, so no new outbox rows: the outbox is copied below.
-            with new.conn:
-                from cxsync.cache.apply import apply_in_tx
+            from itertools import groupby
 
-                for e in events:
-                    apply_in_tx(new.conn, [e], origins.get(e.event_id, "local"), None,
-                                {eid: p for eid, p in batch})
+            from cxsync.cache.apply import apply_in_tx
+
+            blobs = dict(batch)
+            with new.conn:
+                for origin, run in groupby(events, key=lambda e: origins.get(e.event_id, "local")):
+                    apply_in_tx(new.conn, list(run), origin, None, blobs)
             n += len(events)
         with new.conn:
             new.conn.execute("ATTACH DATABASE ? AS old", (str(path),))
