@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -101,7 +100,6 @@ class Slice:
 class _Batch:
     def __init__(self) -> None:
         self.done: int | None = None  # files of the backfill finished once this batch is written
-        self.encoded: list[Future[dict[str, bytes]]] = []
         self.events: list[ev.ContextEvent] = []
         self.files: list[dict[str, Any]] = []
         self.end_checks: list[tuple[tx.FileContext, FileState | None]] = []
@@ -116,17 +114,13 @@ class Ingestor:
         self.roots = [Path(r) for r in roots]
         self._held: _Held | None = None
         self._batch: _Batch | None = None
-        self._encoder: ThreadPoolExecutor | None = None
 
     def _flush(self) -> None:
         batch = self._batch
         if batch is None or not (batch.events or batch.files):
             return
         self._batch = _Batch()
-        payloads: dict[str, bytes] = {}
-        for f in batch.encoded:
-            payloads.update(f.result())
-        self.cache.apply(batch.events, "local", files=batch.files, payloads=payloads or None)
+        self.cache.apply(batch.events, "local", files=batch.files)
         for ctx, state in batch.end_checks:
             self._maybe_end_session(ctx, state)
         if batch.done is not None:
@@ -175,9 +169,6 @@ class Ingestor:
         elif sl.fstate is not None:
             self._batch.events.extend(sl.events)
             self._batch.files.append(sl.fstate)
-            if self._encoder is not None and sl.events:
-                # zstd releases the GIL: compressing on a second thread overlaps with parsing the next lines.
-                self._batch.encoded.append(self._encoder.submit(_encode_all, sl.events))
             if len(self._batch.events) >= self.BATCH_EVENTS:
                 self._flush()
 
@@ -357,7 +348,6 @@ class Ingestor:
         total = IngestStats()
         self.cache.set_state(import_total=len(files), import_done=0)
         self._held, self._batch = _Held(), _Batch()
-        self._encoder = ThreadPoolExecutor(1, thread_name_prefix="import-encoder")
         try:
             for i, tf in enumerate(files, 1):
                 total.add(self.ingest_file(tf))
@@ -368,13 +358,8 @@ class Ingestor:
                     self._flush()
             self._flush()
         finally:
-            self._encoder.shutdown(wait=True)
-            self._held = self._batch = self._encoder = None
+            self._held = self._batch = None
         return total
-
-
-def _encode_all(events: list[ev.ContextEvent]) -> dict[str, bytes]:
-    return {e.event_id: ev.encode(e) for e in events}
 
 
 def _dedupe_by_uuid(pieces: list[tx.Piece]) -> list[tx.Piece]:
