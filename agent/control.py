@@ -96,7 +96,10 @@ class ControlServer:
                     conn.send({"ok": False, "error": f"unknown command {cmd!r}"})
                     return
                 reply = {"ok": True} if cmd == "ping" else self.handler(cmd)
+                then = reply.pop("_then", None)
                 conn.send(reply)
+                if then is not None:  # e.g. stop: only once the caller has its answer
+                    then()
             except (EOFError, OSError):
                 pass
             except Exception as exc:  # noqa: BLE001

@@ -60,10 +60,16 @@ def setup_file_logging(cfg: Config, level: int = logging.INFO) -> logging.Handle
 class _Enqueue:
     """A watchdog handler that only records which paths changed and wakes the ingest thread."""
 
+    # Our own reads of a transcript raise "opened" and "closed_no_write": reacting to them would re-read the
+    # file forever.  Only changes count.
+    CHANGES = frozenset({"created", "modified", "moved", "deleted", "closed"})
+
     def __init__(self, sink: Callable[[str, bool], None]) -> None:
         self.sink = sink
 
     def dispatch(self, event: Any) -> None:
+        if event.event_type not in self.CHANGES:
+            return
         for attr in ("src_path", "dest_path"):
             p = getattr(event, attr, None)
             if not p:
@@ -280,7 +286,7 @@ class Supervisor:
         elif cmd == "sync-now":
             self.sync_now()
         elif cmd == "stop":
-            threading.Thread(target=self.stop_event.set, name="stop-request", daemon=True).start()
+            return {"ok": True, "status": {**self.snapshot(), "state": "stopping"}, "_then": self.stop_event.set}
         return {"ok": True, "status": self.snapshot()}
 
     def snapshot(self) -> dict[str, Any]:

@@ -105,3 +105,26 @@ def test_control_channel_drives_the_agent_and_refuses_strangers(cfg, no_thread_l
         sup.stop(5)
     with pytest.raises(AgentNotRunning):
         send(cfg.paths, "status")
+
+
+def test_reading_a_transcript_does_not_trigger_another_read(cfg, no_thread_leak) -> None:
+    """Our own open/close of a file raises inotify events; they must not make the agent read it again."""
+    sup = Supervisor(cfg)
+    reads = []
+    sup.start()
+    try:
+        wait_until(lambda: sup.cache.search("supervisor"), 10)
+        original = sup.ingestor.ingest_file
+
+        def counting(tf, **kw):
+            reads.append(tf.path)
+            return original(tf, **kw)
+
+        sup.ingestor.ingest_file = counting
+        T.write(T.session_file(Path(cfg.roots[0]), SID), [T.user(SID, "one append")], mode="ab")
+        wait_until(lambda: sup.cache.search("append"), 5)
+        time.sleep(1.0)  # long enough for a feedback loop to show itself (it re-read every ~50 ms)
+        assert len(reads) <= 2
+        assert sup.snapshot()["state"] == "idle"
+    finally:
+        sup.stop(5)

@@ -177,7 +177,8 @@ class TrayApp:
         self.stop_budget = stop_budget
         self._opener = opener
         self.stop_event = threading.Event()  # the tray's own: set on Quit, SIGTERM, or when the agent stops
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # lifecycle and thread bookkeeping; short, never held across backend calls
+        self._render_lock = threading.Lock()  # one redraw at a time
         self._quitting = False
         self._closing = False  # run() is shutting down: setup must not start anything any more
         self._starting = False  # setup has begun starting the agent
@@ -231,15 +232,24 @@ class TrayApp:
         """Redraw from one status snapshot; only what changed is pushed to the backend."""
         owner = self.agent.owner if self.agent is not None else True
         new = model.view(status, owner=owner)
-        with self._lock:
-            old, self.view = self.view, new
-            if new.icon != old.icon:
-                self.icon.icon = self._image(new.icon)
-            if new.title != old.title:
-                self.icon.title = self._title(new)
-            if new.menu != old.menu:
-                self.icon.menu = self._menu(new)
-                self.icon.update_menu()
+        # Not self._lock: a backend may run these updates on its UI thread and wait for it, while that thread
+        # takes self._lock in dispatch() — the UI thread must never wait for the render lock.
+        with self._render_lock:
+            old = self.view
+            try:
+                if new.icon != old.icon:
+                    self.icon.icon = self._image(new.icon)
+                if new.title != old.title:
+                    self.icon.title = self._title(new)
+                if new.menu != old.menu:
+                    self.icon.menu = self._menu(new)
+                    self.icon.update_menu()
+            except Exception as exc:  # a backend hiccup: keep the old view, so the next refresh retries
+                log.warning("tray: cannot update the icon: %s", exc)
+                return old
+            if new.state != old.state:
+                log.info("tray: %s", new.title)
+            self.view = new
         return new
 
     def refresh(self) -> model.TrayView:
@@ -437,47 +447,6 @@ def load_pystray() -> Any:
     return pystray
 
 
-def icon_class(pystray: Any) -> Any:
-    """The backend's Icon class; on bare X11 with two fixes to pystray 0.19's XEmbed icon.
-
-    - ``stop()`` from another thread (Quit, SIGTERM, ``cxsync stop``) left the UI loop waiting for a
-      DestroyNotify that, once the icon is embedded in a tray, often never comes (4 in 10 runs under trayer):
-      the process hung instead of exiting.  The loop now also ends right after running ``_stop`` itself.
-    - Every icon change re-sent the dock request, making the tray re-embed the icon each time: dock only when
-      not docked (a restarted tray host still gets a new request, from pystray's DestroyNotify handler).
-    """
-    base = pystray.Icon
-    if base.__module__ != "pystray._xorg" or not all(
-            hasattr(base, a) for a in ("_events", "_dock_window", "_stop", "_assert_docked")):
-        return base
-    import Xlib.X
-
-    class X11Icon(base):  # type: ignore[misc, valid-type]
-        _cx_stopping = False
-
-        def _assert_docked(self) -> None:
-            if not self._systray_manager:
-                self._dock_window()
-            assert self._systray_manager
-
-        def _stop(self) -> None:  # runs on the UI loop's thread (pystray dispatches it there)
-            self._cx_stopping = True
-            super()._stop()
-
-        def _mainloop(self) -> None:
-            try:
-                for event in self._events():
-                    if event.type == Xlib.X.DestroyNotify and event.window == self._window:
-                        break
-                    self._message_handlers.get(event.type, lambda e: None)(event)
-                    if self._cx_stopping:
-                        break
-            except Exception:
-                self._log.error("An error occurred in the main loop", exc_info=True)
-
-    return X11Icon
-
-
 def _load_render() -> Callable[[model.IconLook], Any]:
     try:
         from cxsync.tray.icons import render
@@ -507,7 +476,11 @@ def run_tray(config: Config, *, supervisor_factory: Callable[[Config], Any] | No
         default_factory, default_already = _default_supervisor()
         supervisor_factory = supervisor_factory or default_factory
         already_running = already_running or default_already
-    app = TrayApp(config, icon_cls=icon_cls or icon_class(pystray), menu_cls=pystray.Menu, item_cls=pystray.MenuItem,
+    if icon_cls is None:
+        from cxsync.tray.x11 import icon_class
+
+        icon_cls = icon_class(pystray)
+    app = TrayApp(config, icon_cls=icon_cls, menu_cls=pystray.Menu, item_cls=pystray.MenuItem,
                   render=render, supervisor_factory=supervisor_factory, already_running=already_running,
                   refresh_interval=refresh_interval, stop_budget=stop_budget)
     return app.run()
