@@ -100,6 +100,7 @@ class Slice:
 class _Batch:
     def __init__(self) -> None:
         self.done: int | None = None  # files of the backfill finished once this batch is written
+        self.payloads: dict[str, bytes] = {}  # events already encoded (by the reader process)
         self.events: list[ev.ContextEvent] = []
         self.files: list[dict[str, Any]] = []
         self.end_checks: list[tuple[tx.FileContext, FileState | None]] = []
@@ -120,7 +121,7 @@ class Ingestor:
         if batch is None or not (batch.events or batch.files):
             return
         self._batch = _Batch()
-        self.cache.apply(batch.events, "local", files=batch.files)
+        self.cache.apply(batch.events, "local", files=batch.files, payloads=batch.payloads or None)
         for ctx, state in batch.end_checks:
             self._maybe_end_session(ctx, state)
         if batch.done is not None:
@@ -340,17 +341,34 @@ class Ingestor:
 
     # ---- many files -----------------------------------------------------------------------------------------
 
-    def import_all(self, progress: Callable[[TranscriptFile, int, int], None] | None = None) -> IngestStats:
-        """Backfill every transcript in a few large transactions (FTS5 and the WAL both prefer them)."""
+    def import_all(self, progress: Callable[[TranscriptFile, int, int], None] | None = None, *,
+                   reader_process: bool | None = None) -> IngestStats:
+        """Backfill every transcript in a few large transactions (FTS5 and the WAL both prefer them).
+
+        A large backfill is read by a second process while this one writes (``cxsync.agent.backfill``);
+        ``CXSYNC_IMPORT_PROCESSES=1`` keeps it in one.
+        """
+        from cxsync.agent import backfill
+
         files = self.scan()
         # Main sessions first so subagents find their parent's session in place.
         files.sort(key=lambda f: (f.kind != "main", str(f.path)))
+        if reader_process is None:
+            reader_process = os.environ.get("CXSYNC_IMPORT_PROCESSES", "2") != "1" and \
+                sum(file_size(f.path) for f in files) >= backfill.MIN_BYTES
         total = IngestStats()
         self.cache.set_state(import_total=len(files), import_done=0)
         self._held, self._batch = _Held(), _Batch()
         try:
-            for i, tf in enumerate(files, 1):
-                total.add(self.ingest_file(tf))
+            if reader_process:
+                results = backfill.read_in_process(self, files)
+            else:
+                results = self._read_here(files)
+            for i, (tf, slices, payloads, stats) in enumerate(results, 1):
+                total.add(stats)
+                self._batch.payloads.update(payloads)
+                for sl in slices:
+                    self._hold(sl)
                 if progress:
                     progress(tf, i, len(files))
                 if i % 20 == 0 or i == len(files):
@@ -360,6 +378,12 @@ class Ingestor:
         finally:
             self._held = self._batch = None
         return total
+
+    def _read_here(self, files: list[TranscriptFile]) -> Iterator[tuple[Any, ...]]:
+        for tf in files:
+            stats = IngestStats(files=1)
+            # A file read in several slices: hold each before reading the next, so merges see it.
+            yield tf, list(self.produce(tf, stats)), {}, stats
 
 
 def _dedupe_by_uuid(pieces: list[tx.Piece]) -> list[tx.Piece]:

@@ -293,3 +293,21 @@ def test_every_local_event_lands_in_the_outbox_with_the_offset(cache, claude_hom
     counts = cache.outbox_counts()
     assert counts["pending"] == cache.counts()["events"]
     assert cache.file_state(str(f))["offset"] == f.stat().st_size
+
+
+def test_backfill_read_by_a_second_process_gives_the_same_cache(tmp_path, claude_home, real_fixtures):
+    """Large backfills are read by a reader process: the result must equal reading in one process."""
+    import shutil
+
+    shutil.copytree(real_fixtures / "projects", claude_home / "projects", dirs_exist_ok=True)
+    s = "s-extra"
+    T.write(T.session_file(claude_home, s), [T.user(s, "torn across"), *T.assistant_lines(s, [T.text("a"), T.text("b")])])
+    out = {}
+    for reader_process in (False, True):
+        c = open_cache(tmp_path / f"c{reader_process}.db", route=lambda e: ev.route(e, ["u/bob"]))
+        stats = Ingestor(c, IDENT, [claude_home]).import_all(reader_process=reader_process)
+        rows = c.conn.execute("SELECT key, hash, role, session_id, parts FROM messages ORDER BY key").fetchall()
+        sessions = [(x["session"], x["messages"], x["title"], x["first_prompt"]) for x in c.sessions()]
+        out[reader_process] = (stats.as_dict(), rows, sessions, c.counts(), c.outbox_counts())
+        c.close()
+    assert out[True] == out[False]
