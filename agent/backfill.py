@@ -42,7 +42,7 @@ def _read(tf: TranscriptFile) -> tuple[TranscriptFile, list[Any], dict[str, byte
     for sl in _reader.produce(tf, stats):
         light = []
         for e in sl.events:
-            payloads[e.event_id] = ev.encode(e)
+            payloads[e.event_id] = ev.serialize(e)  # the writer compresses: it has cycles to spare
             if e.type == ev.MESSAGE_INDEXED and "records" in e.data:
                 # The verbatim lines travel once, inside the payload: apply never reads them.
                 e = ev.ContextEvent(e.type, e.event_id, e.tenant, e.user, e.machine, e.timestamp,
@@ -53,7 +53,7 @@ def _read(tf: TranscriptFile) -> tuple[TranscriptFile, list[Any], dict[str, byte
 
 
 def read_in_process(ingestor: Any, files: list[TranscriptFile]) -> Iterator[tuple[Any, ...]]:
-    """(file, slices, payloads, stats) for each file, in order, read by a second process."""
+    """(file, slices, serialized payloads, stats) for each file, in order, read by a second process."""
     ident = ingestor.identity
     context = multiprocessing.get_context("spawn")  # never fork a process that may be running threads
     with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_init,

@@ -366,7 +366,7 @@ class Ingestor:
                 results = self._read_here(files)
             for i, (tf, slices, payloads, stats) in enumerate(results, 1):
                 total.add(stats)
-                self._batch.payloads.update(payloads)
+                self._batch.payloads.update((eid, ev.seal(raw)) for eid, raw in payloads.items())
                 for sl in slices:
                     self._hold(sl)
                 if progress:

@@ -93,7 +93,7 @@ class ContextEvent:
         return s if isinstance(s, str) else None
 
 
-def encode(event: ContextEvent) -> bytes:
+def serialize(event: ContextEvent) -> bytes:
     """Version 2: zstd( orjson(envelope) [ "\n" verbatim-line ]* ).  Verbatim transcript lines (the strings of a
     MessageIndexed's ``records``, the ``raw`` of a RecordsCaptured's records — JSON text already) travel after
     the envelope as they are, instead of being escaped again inside it: cheaper to write and to compress.  They
@@ -123,7 +123,17 @@ def encode(event: ContextEvent) -> bytes:
         "s": event.timestamp,
         "d": data,
     }
-    return bytes([CODEC_VERSION]) + _zstd()[0].compress(orjson.dumps(body) + tail)
+    return orjson.dumps(body) + tail
+
+
+def seal(serialized: bytes) -> bytes:
+    """The wire form of a ``serialize``d event: the version byte, then zstd.  Split from ``serialize`` so a
+    backfill can serialise in one process and compress in another."""
+    return bytes([CODEC_VERSION]) + _zstd()[0].compress(serialized)
+
+
+def encode(event: ContextEvent) -> bytes:
+    return seal(serialize(event))
 
 
 def decode(blob: bytes) -> ContextEvent:
