@@ -58,7 +58,7 @@ def _translate(exc: BaseException) -> CxError | None:
         return ConfigError(str(exc))
     mod = type(exc).__module__ or ""
     if mod.startswith("cxsync.sync"):
-        return CxError(str(exc), getattr(exc, "hint", "") or "see `cxsync status` and the log file")
+        return CxError(title or str(exc), getattr(exc, "hint", "") or "see `cxsync status` and the log file")
     return None
 
 
