@@ -74,8 +74,7 @@ def open_log(cfg: Config, *, lazy: bool = False) -> Any:
 
     log = LazyLog(cfg.identity.tenant, opener)
     try:
-        log.append  # noqa: B018 - attribute only; the first real call opens
-        log._get()
+        log.connect()  # permanent errors (bad target, no libfdb_c) surface now, at start-up
     except TransientLogError:
         pass  # offline now: the loops retry with backoff
     return log

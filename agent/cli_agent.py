@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
 
 import click
 
@@ -70,12 +69,10 @@ def register(main: click.Group) -> None:
         except AlreadyRunning as exc:
             click.echo(f"cxsync is already running (pid {exc.pid})")
             return
-        done = threading.Event()
         click.echo(f"cxsync agent running (pid {__import__('os').getpid()}); logs in {cfg.paths.log_file}", err=True)
         while not sup.stop_event.wait(3600):
             pass
         stragglers = sup.stop(timeout=10.0)
-        done.set()
         if stragglers:
             click.echo(f"warning: threads did not stop in time: {', '.join(stragglers)}", err=True)
 

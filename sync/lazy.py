@@ -21,7 +21,7 @@ class LazyLog:
         self._log: EventLog | None = None
         self._lock = threading.Lock()
 
-    def _get(self) -> EventLog:
+    def connect(self) -> EventLog:
         with self._lock:
             if self._log is None:
                 try:
@@ -33,13 +33,13 @@ class LazyLog:
             return self._log
 
     def append(self, stream: str, events: Sequence[ContextEvent]) -> list[bytes]:
-        return self._get().append(stream, events)
+        return self.connect().append(stream, events)
 
     def read(self, stream: str, after: bytes | None, limit: int = 1000) -> list[LogEntry]:
-        return self._get().read(stream, after, limit)
+        return self.connect().read(stream, after, limit)
 
     def wait(self, stream: str, after: bytes | None, timeout: float) -> bool:
-        return self._get().wait(stream, after, timeout)
+        return self.connect().wait(stream, after, timeout)
 
     @property
     def connected(self) -> bool:
