@@ -22,7 +22,7 @@ _LAZY = {
     "QueryError": "cxsync.cache.search",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = ["Cache", "CacheError", "Hit", "OutboxRow", "QueryError", "open_cache"]
 
 
 def __getattr__(name: str) -> Any:

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-import apsw
 import orjson
 
 from cxsync.cache.apply import ApplyResult, Router, apply_in_tx

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 import types
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -38,18 +37,8 @@ pystray = _import_dummy_pystray()
 
 from cxsync.tray import app as tray_app  # noqa: E402
 from cxsync.tray import icons, model  # noqa: E402
+from tests.helpers import wait_until  # noqa: E402
 
-
-def wait_until(pred: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01) -> Any:
-    deadline = time.monotonic() + timeout
-    stop = threading.Event()
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        stop.wait(interval)
 
 
 class RecordingIcon(pystray.Icon):  # type: ignore[misc, name-defined]

@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,20 +30,15 @@ pytestmark = [
     pytest.mark.skipif(bool(MISSING), reason=f"not installed: {', '.join(MISSING)} (run .ci/system-deps.sh)"),
 ]
 
+from tests.helpers import wait_until as _wait_until  # noqa: E402
+
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 EXIT_BUDGET = 15.0
 
 
-def wait_until(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"not true within {timeout} s: {what}")
-        pause.wait(interval)
+def wait_until(pred: Callable[[], Any], timeout: float, what: str) -> Any:
+    """The shared helper, polling more gently: each probe here runs an X tool."""
+    return _wait_until(pred, timeout, interval=0.05, what=what)
 
 
 @dataclass
