@@ -325,7 +325,7 @@ class Supervisor:
             return "error"
         if "offline" in comp:
             return "offline"
-        if self._dirty_event.is_set() or (self.engine is not None and self._push_wake.is_set()):
+        if "busy" in comp or self._dirty_event.is_set() or (self.engine is not None and self._push_wake.is_set()):
             return "syncing"
         return "idle"
 

@@ -202,6 +202,8 @@ class SyncEngine:
                 return
             wake.clear()
             try:
+                if on_state and self.cache.outbox_counts()["pending"]:
+                    on_state("busy", None)  # status says "syncing" while a push is in flight
                 r = self.push_batch()
                 backoff.reset()
                 if on_state:

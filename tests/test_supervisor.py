@@ -128,3 +128,34 @@ def test_reading_a_transcript_does_not_trigger_another_read(cfg, no_thread_leak)
         assert sup.snapshot()["state"] == "idle"
     finally:
         sup.stop(5)
+
+
+def test_status_says_syncing_while_a_push_is_in_flight(tmp_path, claude_home, no_thread_leak) -> None:
+    home = tmp_path / "cx-sync"
+    home.mkdir()
+    (home / "config.toml").write_text('[identity]\ntenant = "acme"\nuser = "bob"\nmachine = "m"\n'
+                                      f'[transcripts]\nroots = ["{claude_home}"]\n'
+                                      f'[sync]\ntarget = "sqlite:{tmp_path}/log.db"\n')
+    cfg = load_config(env={**os.environ, "CXSYNC_HOME": str(home)})
+    sup = Supervisor(cfg)
+    sup.start()
+    gate, entered = __import__("threading").Event(), __import__("threading").Event()
+    try:
+        wait_until(lambda: sup.snapshot()["state"] == "idle" and sup.snapshot()["outbox"] == 0, 15)
+        real_append = sup.engine.log.append
+
+        def slow_append(stream, events):
+            entered.set()
+            gate.wait(10)
+            return real_append(stream, events)
+
+        sup.engine.log.append = slow_append
+        T.write(T.session_file(Path(cfg.roots[0]), SID), [T.user(SID, "pushed slowly")], mode="ab")
+        wait_until(entered.is_set, 10, what="the push started")
+        assert sup.snapshot()["state"] == "syncing"
+        gate.set()
+        wait_until(lambda: sup.snapshot()["state"] == "idle", 10, what="idle once the push landed")
+        assert sup.snapshot()["outbox"] == 0
+    finally:
+        gate.set()
+        sup.stop(5)
