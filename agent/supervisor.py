@@ -97,6 +97,7 @@ class Supervisor:
         self._threads: list[threading.Thread] = []
         self._observers: list[Any] = []
         self._paused = False
+        self._publish_lock = threading.Lock()
         self._needs_auth = False
         self._components: dict[str, str] = {}
         self._error: dict[str, Any] | None = None
@@ -330,6 +331,11 @@ class Supervisor:
         return "idle"
 
     def _publish_state(self) -> None:
+        # Serialised: two threads publishing at once could otherwise leave the older state in the file.
+        with self._publish_lock:
+            self._write_state()
+
+    def _write_state(self) -> None:
         state = self._compute_state()
         self._state = state
         data = {"pid": os.getpid(), "started_at": self._started_at, "state": state, "paused": self._paused,
@@ -337,7 +343,7 @@ class Supervisor:
                 "credential_backend": self._credential_backend,
                 "roots": [str(r) for r in getattr(getattr(self, "ingestor", None), "roots", [])]}
         path = self.cfg.paths.agent_state
-        tmp = path.with_name(path.name + f".{threading.get_ident()}.tmp")
+        tmp = path.with_name(path.name + ".tmp")
         try:
             tmp.write_text(json.dumps(data), encoding="utf-8")
             secure_file(tmp)

@@ -163,9 +163,11 @@ def test_status_offline_then_drains_on_reconnect(tmp_path: Path, claude_home: Pa
         assert s["outbox"] > 0 and "offline" in s["last_error"]["hint"]
         share.mkdir()
         wait_until(lambda: a.status()["outbox"] == 0, 30, interval=0.2, what="outbox drained after reconnect")
-        states = []
-        wait_until(lambda: states.append(a.status()["state"]) or states[-1] == "idle", 15, interval=0.2,
-                   what=f"settles to idle (saw {states[-5:]})")
+        seen = []
+        try:
+            wait_until(lambda: seen.append(a.status()) or seen[-1]["state"] == "idle", 15, interval=0.2)
+        except AssertionError:
+            raise AssertionError(f"did not settle to idle; last status: {seen[-1]}") from None
     finally:
         assert a.stop() == 0
 
