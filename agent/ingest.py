@@ -145,13 +145,10 @@ class Ingestor:
         """Capture what is new in one file now: each slice is applied before the next is read."""
         stats = IngestStats(files=1)
         for sl in self.produce(tf, stats, max_bytes=max_bytes):
-            if self._batch is not None:
-                self._hold(sl)
-            else:
-                self.consume(sl)
+            self._consume(sl)
         return stats
 
-    def consume(self, sl: "Slice") -> None:
+    def _consume(self, sl: "Slice") -> None:
         if sl.deleted:
             self.cache.mark_file_deleted(sl.deleted)
         elif sl.end is not None:
