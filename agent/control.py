@@ -95,8 +95,8 @@ class ControlServer:
                 if cmd not in COMMANDS:
                     conn.send({"ok": False, "error": f"unknown command {cmd!r}"})
                     return
-                reply = {"ok": True} if cmd == "ping" else self.handler(cmd)
-                then = reply.pop("_then", None)
+                reply: dict[str, Any] = {"ok": True} if cmd == "ping" else self.handler(cmd)
+                then: Callable[[], object] | None = reply.pop("_then", None)
                 conn.send(reply)
                 if then is not None:  # e.g. stop: only once the caller has its answer
                     then()

@@ -68,7 +68,7 @@ def collect(cfg: Config) -> dict[str, Any]:
         # Plain SQL on a read-only connection: status must not import the apply/codec machinery.
         from cxsync.cache.db import connect
 
-        from cxsync.cache.db import schema_version
+        from cxsync.cache.db import scalar, schema_version
 
         c = connect(cfg.paths.cache_db, readonly=True)
         try:
@@ -79,20 +79,21 @@ def collect(cfg: Config) -> dict[str, Any]:
                 return json.loads(row[0]) if row else default
 
             try:
-                out["messages"] = c.execute("SELECT value FROM counters WHERE name='messages'").fetchone()[0]
+                out["messages"] = scalar(c, "SELECT value FROM counters WHERE name='messages'")
             except Exception:  # noqa: BLE001 - a cache from before migration 2, not yet opened by a writer
-                out["messages"] = c.execute("SELECT count(*) FROM messages").fetchone()[0]
-            out["sessions"] = c.execute("SELECT count(*) FROM sessions WHERE session_id = root_session").fetchone()[0]
-            ob = dict(c.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall())
+                out["messages"] = scalar(c, "SELECT count(*) FROM messages")
+            out["sessions"] = scalar(c, "SELECT count(*) FROM sessions WHERE session_id = root_session")
+            ob: dict[Any, Any] = {r[0]: r[1] for r in c.execute("SELECT state, count(*) FROM outbox GROUP BY state")}
             out["outbox"], out["quarantined"] = ob.get("pending", 0), ob.get("quarantined", 0)
             out["import"] = {"done": state("import_done", 0), "total": state("import_total", 0)}
             out["last_push"] = state("last_push")
             out["last_pull"] = state("last_pull")
             streams = state("streams", {}) or {}
-            cursors = {s: bytes(cur).hex() if cur else None
-                       for s, cur in c.execute("SELECT stream, cursor FROM cursors").fetchall()}
+            cursors: dict[str, str | None] = {
+                str(s): cur.hex() if isinstance(cur, bytes) else None
+                for s, cur in c.execute("SELECT stream, cursor FROM cursors").fetchall()}
             if not agent:
-                out["transcripts_watched"] = c.execute("SELECT count(*) FROM files WHERE status='active'").fetchone()[0]
+                out["transcripts_watched"] = scalar(c, "SELECT count(*) FROM files WHERE status='active'")
             for s in sorted(set(cfg.sync.subscribe) | set(cursors) | set(streams)):
                 info = streams.get(s, {})
                 out["streams"][s] = {

@@ -177,9 +177,13 @@ class Supervisor:
                                                           on_state=self._component("push")))
         for stream in self.cfg.sync.subscribe:
             wake = self._pull_wakes.setdefault(stream, threading.Event())
-            self._spawn(f"pull:{stream}", lambda s=stream, w=wake: self.engine.pull_loop(
-                s, self.stop_event, w, on_state=self._component(f"pull:{s}")))
+            self._spawn(f"pull:{stream}", self._puller(stream, wake))
         self._push_wake.set()
+
+    def _puller(self, stream: str, wake: threading.Event) -> Callable[[], None]:
+        def run() -> None:
+            self.engine.pull_loop(stream, self.stop_event, wake, on_state=self._component(f"pull:{stream}"))
+        return run
 
     def _start_watchers(self) -> None:
         from watchdog.observers import Observer

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import apsw
 import orjson
 
-from cxsync.cache.db import now_iso
+from cxsync.cache.db import now_iso, one_row, scalar
 from cxsync.sync import events as ev
 
 Router = Callable[[ev.ContextEvent], Sequence[str]]
@@ -125,8 +125,9 @@ class _SessionAgg:
             _ensure_session(conn, a["e"], sid, a["root"])
             if a["root"] != sid:
                 _ensure_session(conn, a["e"], a["root"], None)
-            fp_at, models = conn.execute("SELECT first_prompt_at, models FROM sessions WHERE session_id=?",
-                                         (sid,)).fetchone()
+            current = one_row(conn, "SELECT first_prompt_at, models FROM sessions WHERE session_id=?", (sid,))
+            assert current is not None  # ensured just above
+            fp_at, models = current
             ml = set(orjson.loads(models)) | a["models"]
             use_fp = a["fpat"] is not None and (fp_at is None or a["fpat"] < fp_at)
             conn.execute(
@@ -156,9 +157,11 @@ def _apply_message(conn: apsw.Connection, e: ev.ContextEvent, seq: int, agg: _Se
         conn.execute("INSERT INTO messages_fts(rowid, content) VALUES (?,?)", (rowid, row["content"]))
         agg.add(e, row, 1, [row[t] for t in _TOKENS])
         return True
-    old = conn.execute(
-        "SELECT id, parts, hash, content, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens,"
-        " session_id FROM messages WHERE key=?", (row["key"],)).fetchone()
+    old = one_row(
+        conn, "SELECT id, parts, hash, content, input_tokens, output_tokens, cache_read_tokens,"
+        " cache_creation_tokens, session_id FROM messages WHERE key=?", (row["key"],))
+    if old is None:  # cannot happen: the insert above was ignored because the key exists
+        return False
     oid, oparts, ohash, ocontent, *otok = old[:8]
     if old[8] != row["session_id"] or not _newer((row["parts"], row["hash"]), (oparts, ohash)):
         return False  # a copy (resume/fork) or an older version: the first capture stays
@@ -279,7 +282,7 @@ def apply_in_tx(conn: apsw.Connection, events: Iterable[ev.ContextEvent], origin
         fresh.append(e)
     if not fresh:
         return res
-    base = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+    base = scalar(conn, "SELECT coalesce(max(seq), 0) FROM events")
     seqs = {e.event_id: base + i for i, e in enumerate(fresh, 1)}
     payloads = payloads or {}
     conn.executemany(
@@ -292,7 +295,7 @@ def apply_in_tx(conn: apsw.Connection, events: Iterable[ev.ContextEvent], origin
     messages = [e for e in fresh if e.type == ev.MESSAGE_INDEXED]
     if messages:
         present = _existing(conn, "SELECT key FROM messages WHERE key IN (%s)", [e.data["key"] for e in messages])
-        next_id = conn.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()[0]
+        next_id = scalar(conn, "SELECT coalesce(max(id), 0) FROM messages")
         rows, fts, later = [], [], []
         for e in messages:
             key = e.data["key"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import apsw
 
@@ -28,6 +29,19 @@ def _best_practice(conn: apsw.Connection) -> None:
     for fn in apsw.bestpractice.recommended:
         if fn is not apsw.bestpractice.library_logging:
             fn(conn)
+
+
+def scalar(conn: apsw.Connection, sql: str, args: Any = ()) -> Any:
+    """The first column of the first row (queries that always return one, like count or max)."""
+    row = conn.execute(sql, args).fetchone()
+    if row is None:
+        raise CacheError(f"no row for {sql!r}")
+    return row[0]
+
+
+def one_row(conn: apsw.Connection, sql: str, args: Any = ()) -> tuple[Any, ...] | None:
+    row = conn.execute(sql, args).fetchone()
+    return None if row is None else tuple(row)
 
 
 def now_iso() -> str:
@@ -72,7 +86,7 @@ def schema_version(conn: apsw.Connection) -> int:
         "SELECT name FROM sqlite_schema WHERE type='table' AND name='migrations'").fetchone()
     if row is None:
         return 0
-    v = conn.execute("SELECT max(version) FROM migrations").fetchone()[0]
+    v = scalar(conn, "SELECT max(version) FROM migrations")
     return int(v or 0)
 
 

@@ -25,7 +25,7 @@ def rebuild_cache(path: Path, opener: Callable[[Path], Any]) -> dict[str, int]:
     try:
         for batch in old.iter_events():
             events = [ev.decode(p) for _, p in batch]
-            origins = dict(old.conn.execute(
+            origins: dict[str, str] = dict(old.conn.execute(  # type: ignore[arg-type]
                 "SELECT event_id, origin FROM events WHERE event_id IN (%s)" % ",".join("?" * len(batch)),
                 [eid for eid, _ in batch]).fetchall())
             # Keep each event's origin; no routing, so no new outbox rows: the outbox is copied below.

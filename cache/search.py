@@ -9,6 +9,8 @@ from typing import Any
 
 import apsw
 
+from cxsync.cache.db import scalar
+
 HL_OPEN, HL_CLOSE = "\x02", "\x03"  # snippet highlight markers; the CLI renders them (bold, or ** in --json)
 
 
@@ -175,7 +177,7 @@ class Queries:
 
     def counts(self) -> dict[str, int]:
         def one(sql: str) -> int:
-            return int(self.conn.execute(sql).fetchone()[0])
+            return int(scalar(self.conn, sql))
 
         return {
             "messages": one("SELECT value FROM counters WHERE name='messages'"),

@@ -12,7 +12,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import orjson
 
 from cxsync.cache.apply import ApplyResult, Router, apply_in_tx
-from cxsync.cache.db import connect, now_iso
+from cxsync.cache.db import connect, now_iso, scalar
 from cxsync.cache import search as _search
 from cxsync.sync import events as ev
 
@@ -167,7 +167,8 @@ class Cache(_search.Queries):
     def requeue_quarantined(self) -> int:
         with self._lock, self.conn:
             self.conn.execute("UPDATE outbox SET state='pending' WHERE state='quarantined'")
-            return self.conn.changes()
+            n = self.conn.changes()
+        return n
 
     @_locked
     def outbox_counts(self) -> dict[str, int]:
@@ -211,12 +212,12 @@ class Cache(_search.Queries):
     def iter_events(self, batch: int = 1000) -> Iterator[list[tuple[str, bytes]]]:
         last = 0
         while True:
-            rows = self.conn.execute("SELECT seq, event_id, payload FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-                                     (last, batch)).fetchall()
+            rows: list[tuple[Any, ...]] = self.conn.execute(
+                "SELECT seq, event_id, payload FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (last, batch)).fetchall()
             if not rows:
                 return
-            last = rows[-1][0]
-            yield [(eid, bytes(p)) for _, eid, p in rows]
+            last = int(rows[-1][0])
+            yield [(str(eid), bytes(p)) for _, eid, p in rows]
 
     @_locked
     def session_records(self, session: str) -> list[dict[str, Any]]:
@@ -226,7 +227,7 @@ class Cache(_search.Queries):
         for key, typ, line, seq in self.conn.execute(
                 "SELECT key, type, line, event_seq FROM records WHERE session_id=? ORDER BY line", (session,)):
             if seq not in payloads:
-                (blob,) = self.conn.execute("SELECT payload FROM events WHERE seq=?", (seq,)).fetchone()
+                blob = scalar(self.conn, "SELECT payload FROM events WHERE seq=?", (seq,))
                 payloads[seq] = {r["key"]: r.get("raw", "") for r in ev.decode(blob).data.get("records", [])}
             out.append({"key": key, "type": typ, "line": line, "raw": payloads[seq].get(key, "")})
         return out

@@ -17,7 +17,7 @@ import threading
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import orjson
 import zstandard
@@ -198,7 +198,7 @@ def session_ended(ident: Identity, session: str, message_count: int, ended_at: s
                         {"session": session, "message_count": message_count, "ended_at": ended_at})
 
 
-def records_captured(ident: Identity, session: str, records: list[Mapping[str, Any]]) -> ContextEvent:
+def records_captured(ident: Identity, session: str, records: Sequence[Mapping[str, Any]]) -> ContextEvent:
     """Non-conversational records (progress, snapshots, titles, unknown types) kept verbatim, not indexed."""
     keys = sorted(str(r["key"]) for r in records)
     eid = make_event_id(RECORDS_CAPTURED, ident.tenant, session, *keys)
