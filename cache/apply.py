@@ -237,7 +237,6 @@ def _apply_knowledge(conn: apsw.Connection, e: ev.ContextEvent, seq: int, agg: _
 
 
 _HANDLERS: dict[str, Callable[[apsw.Connection, ev.ContextEvent, int, _SessionAgg], Any]] = {
-    ev.MESSAGE_INDEXED: _apply_message,
     ev.SESSION_STARTED: _apply_session_started,
     ev.SESSION_ENDED: _apply_session_ended,
     ev.RECORDS_CAPTURED: _apply_records,

@@ -164,12 +164,6 @@ class Cache(_search.Queries):
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ?, state = ? WHERE seq = ?",
                 [(error, "quarantined" if quarantine else "pending", s) for s in seqs])
 
-    def requeue_quarantined(self) -> int:
-        with self._lock, self.conn:
-            self.conn.execute("UPDATE outbox SET state='pending' WHERE state='quarantined'")
-            n = self.conn.changes()
-        return n
-
     @_locked
     def outbox_counts(self) -> dict[str, int]:
         counts = {"pending": 0, "acked": 0, "quarantined": 0}

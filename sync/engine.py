@@ -180,7 +180,8 @@ class SyncEngine:
         """Push everything pending, then pull every subscribed stream until caught up."""
         push = self.push_all()
         pulls = {s: self.pull_stream(s) for s in self.subscribe}
-        self.cache.set_state(last_error=None) if not push.errors else None
+        if not push.errors:
+            self.cache.set_state(last_error=None)
         return {
             "pushed": push.pushed, "quarantined": push.quarantined, "outbox": push.remaining,
             "pulled": {s: {"read": p.read, "applied": p.applied, "skipped": p.skipped} for s, p in pulls.items()},
