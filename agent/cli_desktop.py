@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -58,7 +59,7 @@ def login_command(ctx: click.Context, token_stdin: bool) -> None:
 
     cfg = _config(ctx)
     if token_stdin:
-        secret = click.get_text_stream("stdin").read().strip()
+        secret = sys.stdin.read().strip()
     else:
         secret = click.prompt(f"Credential for {credentials.account(cfg.identity)} "
                               "(FDB TLS key passphrase or gateway token)", hide_input=True,
