@@ -39,7 +39,7 @@ def sync_secret(cfg: Config) -> str | None:
     if not cfg.sync.needs_credential:
         return None
     from cxsync.agent import credentials
-    from cxsync.agent.errors import NoCredentials
+    from cxsync.sync.errors import NoCredentials
 
     secret = credentials.get_secret(cfg.identity)
     if not secret:
@@ -51,7 +51,7 @@ def sync_secret(cfg: Config) -> str | None:
 def open_log(cfg: Config, *, lazy: bool = False) -> Any:
     """The configured EventLog; a clear error when sync is not configured.  ``lazy``: an unreachable log is
     opened later by the sync loops instead of failing now (offline at start-up is normal)."""
-    from cxsync.agent.errors import ConfigError
+    from cxsync.sync.errors import ConfigError
     from cxsync.sync.targets import open_log as _open
 
     if not cfg.sync.enabled:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from cxsync.agent.errors import CxError, UsageError
+from cxsync.sync.errors import CxError, UsageError
 from cxsync.agent.paths import Paths
 
 log = logging.getLogger(__name__)

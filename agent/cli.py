@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 import click
 
-from cxsync.agent.errors import EXIT_ERROR, CxError
+from cxsync.sync.errors import CxError
 
 log = logging.getLogger("cxsync")
 
@@ -41,27 +41,6 @@ def fail(exc: CxError) -> NoReturn:
     sys.exit(exc.exit_code)
 
 
-def _translate(exc: BaseException) -> CxError | None:
-    """Known failures from the lower layers, turned into titled errors."""
-    from cxsync.agent.errors import ConfigError
-
-    name = type(exc).__name__
-    title = getattr(exc, "title", None)
-    if isinstance(exc, CxError):
-        return exc
-    if name in ("CacheError", "QueryError", "NotFound", "CodecError"):
-        err = CxError(title or str(exc), getattr(exc, "hint", ""))
-        if getattr(exc, "usage", False):
-            err.exit_code = 2
-        return err
-    if isinstance(exc, ValueError) and type(exc).__module__.startswith("cxsync"):
-        return ConfigError(str(exc))
-    mod = type(exc).__module__ or ""
-    if mod.startswith("cxsync.sync"):
-        return CxError(title or str(exc), getattr(exc, "hint", "") or "see `cxsync status` and the log file")
-    return None
-
-
 class CxGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -75,13 +54,11 @@ class CxGroup(click.Group):
             obj = ctx.obj
             if obj is not None and getattr(obj, "debug", False):
                 raise
-            err = _translate(exc)
-            if err is None:
-                log.debug("unexpected error", exc_info=True)
-                err = CxError(f"unexpected error: {type(exc).__name__}: {exc}",
-                              "run again with --debug for the traceback, and report it")
-                err.exit_code = EXIT_ERROR
-            fail(err)
+            if isinstance(exc, CxError):
+                fail(exc)
+            log.debug("unexpected error", exc_info=True)
+            fail(CxError(f"unexpected error: {type(exc).__name__}: {exc}",
+                         "run again with --debug for the traceback, and report it"))
 
 
 @click.group(cls=CxGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -19,7 +19,7 @@ def register(main: click.Group) -> None:
     def import_(obj: Ctx, roots: tuple[Path, ...], as_json: bool) -> None:
         """Capture every transcript under the roots into the cache (one-shot backfill; repeatable)."""
         from cxsync.agent import app
-        from cxsync.agent.errors import CxError
+        from cxsync.sync.errors import CxError
 
         cfg = obj.config(**{"transcripts.roots": [str(r) for r in roots] if roots else None})
         found = [r for r in app.roots(cfg) if r.exists()]
@@ -89,7 +89,7 @@ def register(main: click.Group) -> None:
         from cxsync.agent import app
         from cxsync.cache.rebuild import rebuild_cache
 
-        from cxsync.agent.errors import CxError
+        from cxsync.sync.errors import CxError
         from cxsync.agent.lock import holder
 
         cfg = obj.config()

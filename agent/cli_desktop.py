@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from cxsync.agent.errors import CxError, UsageError
+from cxsync.sync.errors import CxError, UsageError
 
 if TYPE_CHECKING:
     from cxsync.agent.config import Config

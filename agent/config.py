@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from cxsync.agent.errors import ConfigError
+from cxsync.sync.errors import ConfigError
 from cxsync.agent.paths import Paths, resolve_paths, secure_file
 
 if sys.version_info >= (3, 11):

@@ -15,7 +15,7 @@ from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
 from typing import Any, Callable
 
-from cxsync.agent.errors import AgentNotRunning
+from cxsync.sync.errors import AgentNotRunning
 from cxsync.agent.paths import Paths, secure_file
 
 log = logging.getLogger("cxsync.control")

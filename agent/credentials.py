@@ -16,7 +16,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Callable, TypeVar
 
-from cxsync.agent.errors import CxError, NoCredentials, UsageError
+from cxsync.sync.errors import CxError, NoCredentials, UsageError
 
 if TYPE_CHECKING:
     from keyring.backend import KeyringBackend

@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from cxsync.agent import app
 from cxsync.agent.config import Config
-from cxsync.agent.errors import CxError
+from cxsync.sync.errors import CxError
 from cxsync.agent.lock import InstanceLock, holder
 from cxsync.agent.paths import secure_file
 
@@ -155,7 +155,7 @@ class Supervisor:
             return
         from cxsync.sync.engine import SyncEngine
 
-        from cxsync.agent.errors import NoCredentials
+        from cxsync.sync.errors import NoCredentials
 
         try:
             event_log = app.open_log(self.cfg, lazy=True)

@@ -10,14 +10,10 @@ from typing import Any
 import apsw
 
 from cxsync.cache.schema import MIGRATIONS
+from cxsync.sync.errors import CxError
 
-class CacheError(Exception):
+class CacheError(CxError):
     """The cache cannot be opened or used (corrupt, newer schema, unwritable)."""
-
-    def __init__(self, title: str, hint: str = "") -> None:
-        super().__init__(title)
-        self.title = title
-        self.hint = hint
 
 
 def _best_practice(conn: apsw.Connection) -> None:

@@ -10,23 +10,17 @@ from typing import Any
 import apsw
 
 from cxsync.cache.db import scalar
+from cxsync.sync.errors import CxError, UsageError
 
 HL_OPEN, HL_CLOSE = "\x02", "\x03"  # snippet highlight markers; the CLI renders them (bold, or ** in --json)
 
 
-class QueryError(ValueError):
-    """A search the user typed cannot be run; the message says why."""
-
-    usage = True  # the user's input was at fault (exit 2), not the data
-
-    def __init__(self, title: str, hint: str = "") -> None:
-        super().__init__(title)
-        self.title = title
-        self.hint = hint
+class QueryError(UsageError):
+    """A search the user typed cannot be run; the message says why (the user's input was at fault: exit 2)."""
 
 
-class NotFound(QueryError):
-    usage = False
+class NotFound(CxError):
+    """What the user named (a session, a key) is not in the cache."""
 
 
 @dataclass(frozen=True)

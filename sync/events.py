@@ -22,6 +22,8 @@ from typing import Any, Mapping, Sequence
 import orjson
 import zstandard
 
+from cxsync.sync.errors import CxError
+
 MESSAGE_INDEXED = "MessageIndexed"
 SESSION_STARTED = "SessionStarted"
 SESSION_ENDED = "SessionEnded"
@@ -55,7 +57,7 @@ _SHORT = {  # compact wire names, stable forever for codec version 1
 _LONG = {v: k for k, v in _SHORT.items()}
 
 
-class CodecError(ValueError):
+class CodecError(CxError):
     """An encoded event could not be decoded (unknown version, corrupt bytes, missing field)."""
 
 

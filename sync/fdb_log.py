@@ -65,10 +65,8 @@ INSTALL_HINT = (
 class LogConfigError(LogError):
     """The log cannot be used as configured (not the events' fault: fix the set-up, then retry)."""
 
-    def __init__(self, title: str, hint: str = "") -> None:
-        super().__init__(f"{title}: {hint}" if hint else title)
-        self.title = title
-        self.hint = hint
+    def __str__(self) -> str:
+        return f"{self.title}: {self.hint}" if self.hint else self.title
 
 
 class FdbUnavailable(LogConfigError):
@@ -332,7 +330,7 @@ class FdbEventLog:
                 views = self.keys.views_for(stream, e)
                 keys = [self.keys.event_id(stream, e.event_id), *views.keys(),
                         *(self.keys.shared("decisions", kid) for kid, _ in views.shares)]
-            except (ValueError, TypeError) as exc:
+            except (CodecError, ValueError, TypeError) as exc:
                 bad.append(e.event_id)
                 reasons.append(str(exc))
                 blobs.append(b"")

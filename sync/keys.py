@@ -39,6 +39,7 @@ import fdb.tuple
 from fdb.subspace_impl import Subspace  # the class fdb.Subspace names once an API version is selected
 from fdb.tuple import Versionstamp
 
+from cxsync.sync.errors import InvalidValue
 from cxsync.sync.events import KNOWLEDGE_EXTRACTED, KNOWLEDGE_SHARED, MESSAGE_INDEXED, ContextEvent
 from cxsync.sync.port import CURSOR_LEN, validate_name, validate_stream
 
@@ -71,7 +72,7 @@ class EventViews:
 def cursor_versionstamp(cursor: bytes) -> Versionstamp:
     """A 12-byte cursor (10-byte versionstamp + 2-byte big-endian user version) as a tuple-layer Versionstamp."""
     if len(cursor) != CURSOR_LEN:
-        raise ValueError(f"a cursor is {CURSOR_LEN} bytes, got {len(cursor)}")
+        raise InvalidValue(f"a cursor is {CURSOR_LEN} bytes, got {len(cursor)}")
     return Versionstamp(bytes(cursor[:10]), int.from_bytes(cursor[10:], "big"))
 
 
@@ -137,7 +138,7 @@ class Keys:
         """The 12-byte cursor of a log key, read back through the tuple layer."""
         (vs,) = self.log(stream).unpack(key)
         if not isinstance(vs, Versionstamp) or not vs.is_complete():
-            raise ValueError(f"not a committed log key: {key!r}")
+            raise InvalidValue(f"not a committed log key: {key!r}")
         return bytes(vs.to_bytes())
 
     def chunk_key_versionstamped(self, stream: str, user_version: int, index: int) -> bytes:
@@ -154,7 +155,7 @@ class Keys:
 
     def event_id(self, stream: str, event_id: str) -> bytes:
         if not isinstance(event_id, str) or not event_id:
-            raise ValueError(f"invalid event_id {event_id!r}")
+            raise InvalidValue(f"invalid event_id {event_id!r}")
         return bytes(self._event_ids.pack((validate_stream(stream), event_id)))
 
     # ---- the seed's materialised views -------------------------------------------------------------------
@@ -166,7 +167,7 @@ class Keys:
 
     def shared(self, kind: str, knowledge_id: str) -> bytes:
         if kind not in SHARED_KINDS.values():
-            raise ValueError(f"shared kind must be one of {sorted(SHARED_KINDS.values())}, not {kind!r}")
+            raise InvalidValue(f"shared kind must be one of {sorted(SHARED_KINDS.values())}, not {kind!r}")
         return bytes(self.context.pack(("shared", kind, knowledge_id)))
 
     def project_message(self, project: str, ts_micros: int, content_hash: str) -> bytes:
@@ -250,12 +251,12 @@ class Keys:
 
     def limit(self, name: str) -> bytes:
         if name not in QUOTA_NAMES:
-            raise ValueError(f"quota name must be one of {QUOTA_NAMES}, not {name!r}")
+            raise InvalidValue(f"quota name must be one of {QUOTA_NAMES}, not {name!r}")
         return bytes(self._metadata.pack(("limits", name)))
 
     def usage(self, name: str) -> bytes:
         if name not in QUOTA_NAMES:
-            raise ValueError(f"quota name must be one of {QUOTA_NAMES}, not {name!r}")
+            raise InvalidValue(f"quota name must be one of {QUOTA_NAMES}, not {name!r}")
         return bytes(self._metadata.pack(("usage", name)))
 
     # ---- whole tenant ------------------------------------------------------------------------------------

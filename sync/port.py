@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
+from cxsync.sync.errors import CxError, InvalidValue
 from cxsync.sync.events import ContextEvent
 
 CURSOR_LEN = 12
@@ -19,8 +20,10 @@ _STREAM_RE = re.compile(r"^(team|u/[A-Za-z0-9._@+-]{1,128}|p/[A-Za-z0-9._-]{1,12
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
 
 
-class LogError(Exception):
+class LogError(CxError):
     """Base of every error an EventLog raises."""
+
+    default_hint = "see `cxsync status` and the log file"
 
 
 class TransientLogError(LogError):
@@ -65,7 +68,7 @@ class EventLog(Protocol):
 def validate_name(kind: str, value: str) -> str:
     """Tenant, user and machine names: short, no separators, nothing that could escape a key prefix."""
     if not isinstance(value, str) or not _NAME_RE.match(value):
-        raise ValueError(
+        raise InvalidValue(
             f"invalid {kind} name {value!r}: use 1-128 characters from A-Z a-z 0-9 . _ @ + -, starting with a"
             " letter or digit"
         )
@@ -74,11 +77,11 @@ def validate_name(kind: str, value: str) -> str:
 
 def validate_stream(stream: str) -> str:
     if not isinstance(stream, str) or not _STREAM_RE.match(stream):
-        raise ValueError(f"invalid stream {stream!r}: expected 'u/<user>', 'team' or 'p/<project>'")
+        raise InvalidValue(f"invalid stream {stream!r}: expected 'u/<user>', 'team' or 'p/<project>'")
     return stream
 
 
 def check_cursor(after: bytes | None) -> bytes | None:
     if after is not None and (not isinstance(after, (bytes, bytearray)) or len(after) != CURSOR_LEN):
-        raise ValueError(f"a cursor is {CURSOR_LEN} bytes, got {after!r}")
+        raise InvalidValue(f"a cursor is {CURSOR_LEN} bytes, got {after!r}")
     return bytes(after) if after is not None else None

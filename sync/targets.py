@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cxsync.sync.errors import InvalidValue
 from cxsync.sync.port import EventLog
 
 CONFIG_HINT = 'cxsync config: [sync] target = "sqlite:/path/log.db"'
@@ -32,12 +33,12 @@ def open_log(target: str, tenant: str, **opts: Any) -> EventLog:
     """
     spec = (target or "").strip()
     if spec.lower() in ("", "none"):
-        raise ValueError(f"sync is not configured (sync.target is {target!r}); set it with: {CONFIG_HINT}")
+        raise InvalidValue(f"sync is not configured (sync.target is {target!r}); set it with: {CONFIG_HINT}")
     scheme, _, rest = spec.partition(":")
     scheme = scheme.lower()
     if scheme == "sqlite":
         if not rest.strip():
-            raise ValueError(f"sync.target {target!r} names no file: use {ACCEPTED_FORMS}")
+            raise InvalidValue(f"sync.target {target!r} names no file: use {ACCEPTED_FORMS}")
         from cxsync.sync.sqlite_log import SqliteEventLog
 
         path = Path(os.path.expanduser(rest.strip()))
@@ -53,4 +54,4 @@ def open_log(target: str, tenant: str, **opts: Any) -> EventLog:
         return FdbEventLog(
             tenant, cluster_file=cluster_file, api_version=opts.get("api_version", 730), tls=opts.get("tls")
         )
-    raise ValueError(f"unknown sync.target {target!r}: use {ACCEPTED_FORMS}, or none to turn sync off")
+    raise InvalidValue(f"unknown sync.target {target!r}: use {ACCEPTED_FORMS}, or none to turn sync off")

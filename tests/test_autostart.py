@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from cxsync.agent import autostart
-from cxsync.agent.errors import CxError, UsageError
+from cxsync.sync.errors import CxError, UsageError
 from cxsync.agent.paths import Paths
 
 REPO = Path(__file__).resolve().parents[1]

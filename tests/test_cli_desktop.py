@@ -17,7 +17,7 @@ from keyring.backends import fail
 
 from cxsync.agent import autostart, cli_desktop
 from cxsync.agent.config import load_config
-from cxsync.agent.errors import EXIT_NO_CREDENTIALS, CxError, NoCredentials, UsageError
+from cxsync.sync.errors import EXIT_NO_CREDENTIALS, CxError, NoCredentials, UsageError
 from tests.memory_keyring import MemoryKeyring, using
 
 

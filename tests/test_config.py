@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from cxsync.agent.config import load_config
-from cxsync.agent.errors import ConfigError
+from cxsync.sync.errors import ConfigError
 
 
 def _write(cxhome: Path, text: str) -> None:

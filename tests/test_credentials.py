@@ -12,7 +12,7 @@ from keyring.backends import chainer, fail, null
 
 from cxsync.agent import credentials
 from cxsync.agent.config import Identity
-from cxsync.agent.errors import EXIT_ERROR, EXIT_NO_CREDENTIALS, NoCredentials, UsageError
+from cxsync.sync.errors import EXIT_ERROR, EXIT_NO_CREDENTIALS, NoCredentials, UsageError
 from tests.memory_keyring import HangingKeyring, LockedKeyring, MemoryKeyring, using
 
 ALICE = Identity("acme", "alice", "laptop-1")

@@ -27,7 +27,7 @@ PRELUDE = textwrap.dedent("""
     import json, subprocess, sys, time
     from cxsync.agent import credentials
     from cxsync.agent.config import Identity
-    from cxsync.agent.errors import CxError
+    from cxsync.sync.errors import CxError
 
     ALICE = Identity("acme", "alice", "laptop-1")
     out = {}

@@ -11,7 +11,7 @@ import pytest
 
 from cxsync.agent.config import load_config
 from cxsync.agent.control import send
-from cxsync.agent.errors import AgentNotRunning
+from cxsync.sync.errors import AgentNotRunning
 from cxsync.agent.supervisor import AlreadyRunning, Supervisor
 from tests import transcripts as T
 from tests.helpers import wait_until

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from cxsync.agent.config import Config, load_config
-from cxsync.agent.errors import EXIT_ERROR, CxError, NoCredentials
+from cxsync.sync.errors import EXIT_ERROR, CxError, NoCredentials
 
 
 def _import_dummy_pystray() -> types.ModuleType:
@@ -403,7 +403,7 @@ def test_an_unreachable_x_display_is_the_same_clear_error(tmp_path: Path) -> Non
     # pystray picks its backend at import time; Xlib then fails to connect — in a fresh interpreter
     code = textwrap.dedent("""
         from cxsync.tray import app
-        from cxsync.agent.errors import CxError
+        from cxsync.sync.errors import CxError
         try:
             app.load_pystray()
         except CxError as e:

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
-from cxsync.agent.errors import EXIT_OK, CxError
+from cxsync.sync.errors import EXIT_OK, CxError
 from cxsync.tray import model
 
 if TYPE_CHECKING:
