@@ -9,7 +9,7 @@ argument or a failed query comes back as a tool error with the reason, never as 
 from __future__ import annotations
 
 import functools
-from typing import Annotated, Any, Callable, Literal, TypeVar
+from typing import Annotated, Any, Callable, Literal, Optional, TypeVar
 
 from pydantic import Field
 
@@ -22,6 +22,8 @@ INSTRUCTIONS = (
     "from the local cache. Use `recall` with a topic before re-solving a problem that may have been solved before; "
     "`search` for exact words; `list_sessions` / `get_session` to read a past session page by page."
 )
+# Argument types at module level: with postponed annotations the SDK resolves them in this module's namespace.
+Project = Annotated[Optional[str], Field(description="Only this project: its path, or its last path component.")]
 MESSAGE_CHARS = 4000  # one message's text in a get_session page; the rest is counted, not sent
 
 
@@ -47,14 +49,22 @@ def build_server(cfg: Config) -> Any:
                     return fn(cache, *args, **kwargs)
             except CxError as exc:
                 raise ToolError(exc.title + (f" ({exc.hint})" if exc.hint else "")) from None
-        # The SDK builds the schema from the signature: hide the cache argument.
+            except ToolError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the model gets the reason; the server keeps serving
+                raise ToolError(f"{fn.__name__} failed: {type(exc).__name__}: {exc}") from exc
+        # The SDK builds the schema from the signature: hide the cache argument, and hand it resolved types
+        # (postponed annotations are strings the SDK would look up in its own namespace).
         import inspect
+        import typing
 
+        hints = typing.get_type_hints(fn, include_extras=True)
         sig = inspect.signature(fn)
-        wrapper.__signature__ = sig.replace(parameters=list(sig.parameters.values())[1:])  # type: ignore[attr-defined]
+        params = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in list(sig.parameters.values())[1:]]
+        wrapper.__signature__ = sig.replace(  # type: ignore[attr-defined]
+            parameters=params, return_annotation=hints.get("return", sig.return_annotation))
+        wrapper.__annotations__ = {k: v for k, v in hints.items() if k != "cache"}
         return wrapper
-
-    Project = Annotated[str | None, Field(description="Only this project: its path, or its last path component.")]
 
     @server.tool(annotations=read_only)
     @reading
@@ -66,11 +76,12 @@ def build_server(cfg: Config) -> Any:
                role: Literal["user", "assistant", "tool", "system"] | None = None,
                since: Annotated[str | None, Field(description="Newer than: 2h, 3d, 1w or an ISO date.")] = None,
                fts: Annotated[bool, Field(description="`query` is raw FTS5 syntax (AND, OR, NEAR, prefix*).")] = False,
-               ) -> list[dict[str, Any]]:
+               ) -> dict[str, Any]:
         """Full-text search of past sessions: ranked messages with session, project, role, time and a snippet
         (matches between ** **)."""
         hits = cache.search(query, limit=limit, project=project, session=session, role=role, since=since, fts=fts)
-        return [{**h.as_dict(), "snippet": h.snippet.replace("\x02", "**").replace("\x03", "**")} for h in hits]
+        return {"hits": [{**h.as_dict(), "snippet": h.snippet.replace("\x02", "**").replace("\x03", "**")}
+                         for h in hits]}
 
     @server.tool(annotations=read_only)
     @reading
@@ -96,11 +107,9 @@ def build_server(cfg: Config) -> Any:
     def list_sessions(cache: Any,
                       project: Project = None,
                       limit: Annotated[int, Field(ge=1, le=200)] = 20,
-                      include_subagents: bool = False) -> list[dict[str, Any]]:
+                      include_subagents: bool = False) -> dict[str, Any]:
         """Captured sessions, newest first: id, project, title, first prompt, times, machine, message count."""
-        rows: list[dict[str, Any]] = cache.sessions(limit=limit, project=project,
-                                                    include_subagents=include_subagents)
-        return rows
+        return {"sessions": cache.sessions(limit=limit, project=project, include_subagents=include_subagents)}
 
     @server.tool(annotations=read_only)
     @reading
