@@ -224,10 +224,26 @@ def _save_records(paths: Paths, data: dict[str, Any]) -> None:
 # ---- the commands ---------------------------------------------------------------------------------------------
 
 
+def _check_all(ts: list[Target]) -> None:
+    """Every file must be editable before any is edited: never leave Claude Code half registered."""
+    for t in ts:
+        text = _read(t.path)
+        if text is None:
+            continue
+        try:
+            _find_ours(text, t)
+        except je.JsonEditError as exc:
+            raise SettingsError(f"{t.path} is not a JSON file cxsync can edit: {exc}",
+                                "fix the file (or move it away) and run the command again; nothing was changed"
+                                ) from None
+
+
 def install(paths: Paths, scope: str, project_dir: Path | None = None) -> list[dict[str, Any]]:
     records = _records(paths)
     report = []
-    for t in targets(scope, project_dir):
+    ts = targets(scope, project_dir)
+    _check_all(ts)
+    for t in ts:
         created: dict[str, Any] = {}
 
         def change(text: str | None, t: Target = t, created: dict[str, Any] = created) -> str:
@@ -266,7 +282,9 @@ def install(paths: Paths, scope: str, project_dir: Path | None = None) -> list[d
 def uninstall(paths: Paths, scope: str, project_dir: Path | None = None) -> list[dict[str, Any]]:
     records = _records(paths)
     report = []
-    for t in targets(scope, project_dir):
+    ts = targets(scope, project_dir)
+    _check_all(ts)
+    for t in ts:
         rec = records.get(str(t.path), {})
 
         def change(text: str | None, t: Target = t, rec: dict[str, Any] = rec) -> str | None:
