@@ -135,6 +135,14 @@ def test_installing_twice_changes_nothing_and_uninstall_restores_the_files_exact
     assert (state.read_bytes(), settings.read_bytes()) == after_once
     assert sorted((resolve_paths().state_dir / "claude-backups").rglob("*")) == backups
 
+    # the same entry written in another style (a person tidied the file) is still installed: left alone
+    data = json.loads(state.read_text())
+    restyled = json.dumps(data, indent=8)
+    state.write_text(restyled)
+    assert [r["changed"] for r in ok_json("claude", "install")] == [False, False]
+    assert state.read_text() == restyled
+    state.write_bytes(after_once[0])
+
     removed = ok_json("claude", "uninstall")
     assert [r["changed"] for r in removed] == [True, True]
     assert state.read_text() == CLAUDE_JSON and settings.read_text() == SETTINGS_JSON
