@@ -137,7 +137,7 @@ def test_installing_twice_changes_nothing_and_uninstall_restores_the_files_exact
 
     # the same entry written in another style (a person tidied the file) is still installed: left alone
     data = json.loads(state.read_text())
-    restyled = json.dumps(data, indent=8)
+    restyled = json.dumps(data, separators=(",", ":"))
     state.write_text(restyled)
     assert [r["changed"] for r in ok_json("claude", "install")] == [False, False]
     assert state.read_text() == restyled
