@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 _WS = re.compile(r"[ \t\n\r]*")
 _INDENT = re.compile(r"[ \t]*")
@@ -124,7 +124,7 @@ def _dump(value: Any, indent: str, unit: str, multiline: bool) -> str:
     return json.dumps(value, ensure_ascii=False, indent=unit).replace("\n", "\n" + indent)
 
 
-def _insert(text: str, c: Container, piece_for: Any) -> str:
+def _insert(text: str, c: Container, piece_for: Callable[[str, bool], str]) -> str:
     """Insert a rendered item at the end of container ``c``; ``piece_for(indent, multiline)`` renders it."""
     unit = indent_unit(text)
     multiline = "\n" in text[c.open:c.close] or not c.items

@@ -472,7 +472,9 @@ def session_page(cache: "Queries", session: str, *, offset: int = 0, limit: int 
     root = info["root_session"]
     cond = "root_session = ?" if include_subagents else "root_session = ? AND session_id = ?"
     args: tuple[Any, ...] = (root,) if include_subagents else (root, sid)
-    total = int(conn.execute(f"SELECT count(*) FROM messages WHERE {cond}", args).fetchone()[0])
+    from cxsync.cache.db import scalar
+
+    total = int(scalar(conn, f"SELECT count(*) FROM messages WHERE {cond}", args))
     msgs = []
     for key, role, at, content, s, agent, meta, length in conn.execute(
             "SELECT key, role, occurred_at, substr(content, 1, ?), session_id, agent_id, is_meta, length(content)"
