@@ -258,12 +258,31 @@ you your please should would could""".split())
 _INTERRUPT = "[Request interrupted%"
 
 
+_ROLE_WEIGHT = {"user": 2.0, "assistant": 1.0, "tool": 0.5, "system": 0.5}
+_FLOOR = 0.2  # an exchange scoring below a fifth of the best is noise beside it: left out
+
+
+def _words(topic: str) -> list[str]:
+    """The topic's meaningful words, lower-cased, once each."""
+    words = [w for w in re.findall(r"\w[\w.+#-]*", topic.lower()) if w not in _STOP and len(w) > 1]
+    return list(dict.fromkeys(words))
+
+
+def _coverage(words: list[str], text: str) -> float:
+    """The share of the topic's words an exchange shows (a crude stem: a word's head of at least 4 letters),
+    so an exchange about all of the topic beats one that repeats a single word of it."""
+    if not words:
+        return 1.0
+    found = sum(1 for w in words if w[:max(4, len(w) - 2)] in text)
+    return max(found, 1) / len(words)
+
+
 def _or_query(topic: str) -> str | None:
     """Any of the topic's meaningful words, each quoted: the fallback when no single message holds them all."""
     import apsw.fts5query
 
-    words = [w for w in re.findall(r"\w[\w.+#-]*", topic.lower()) if w not in _STOP and len(w) > 1]
-    return " OR ".join(apsw.fts5query.quote(w) for w in dict.fromkeys(words)) if words else None
+    words = _words(topic)
+    return " OR ".join(apsw.fts5query.quote(w) for w in words) if words else None
 
 
 @dataclass
@@ -285,9 +304,16 @@ def _prompt_before(conn: "apsw.Connection", msg: tuple[Any, ...]) -> tuple[Any, 
     row = conn.execute(
         "SELECT key, content, occurred_at, id FROM messages WHERE root_session = ? AND session_id = ?"
         " AND role = 'user' AND is_meta = 0 AND is_sidechain = ? AND content NOT LIKE ?"
-        " AND (occurred_at < ? OR (occurred_at = ? AND id <= ?)) ORDER BY occurred_at DESC, id DESC LIMIT 1",
-        (root, sid, side, _INTERRUPT, at or "", at or "", mid)).fetchone()
-    return tuple(row) if row else None
+        " AND (occurred_at < ? OR (occurred_at = ? AND id <= ?)) ORDER BY occurred_at DESC, id DESC LIMIT 2",
+        (root, sid, side, _INTERRUPT, at or "", at or "", mid)).fetchall()
+    if not row:
+        return None
+    # Older transcripts hold parallel subagents (sidechains) in the session's own file, their prompts written at
+    # the same instant: which of them a sidechain message answers is unknown, and a wrong guess would credit one
+    # task with another's work. Such a message stands alone.
+    if side and len(row) == 2 and row[0][2] == row[1][2]:
+        return None
+    return tuple(row[0])
 
 
 def _outcome(conn: "apsw.Connection", root: str, sid: str, side: int, after: str, after_id: int
@@ -315,18 +341,21 @@ def exchanges(cache: "Queries", topic: str, *, project: str | None = None, depth
 
     conn = cache.conn
     try:
-        hits = [(0, h) for h in cache.search(topic, limit=depth, project=project)]
+        hits = list(cache.search(topic, limit=depth, project=project))
     except QueryError:
         hits = []
     if len(hits) < depth // 2:
+        # Few messages hold every word: rank by any of them instead. One query, so one bm25 scale: a message
+        # with all the words still scores highest, and coverage (below) favours exchanges showing most of them.
         any_word = _or_query(topic)
         if any_word:
-            seen = {h.key for _, h in hits}
             more = cache.search(any_word, limit=depth, project=project, fts=True)
-            hits += [(1, h) for h in more if h.key not in seen]
+            got = {h.key for h in more}
+            hits = more + [h for h in hits if h.key not in got]
+    words = _words(topic)
     turns: dict[tuple[str, str], _Turn] = {}
     meta: dict[tuple[str, str], tuple[Any, ...]] = {}
-    for tier, h in hits:
+    for h in hits:
         msg = _message(conn, h.key)
         if msg is None:
             continue
@@ -337,14 +366,16 @@ def exchanges(cache: "Queries", topic: str, *, project: str | None = None, depth
         ident = (msg[1], anchor[0] if anchor else h.key)
         turn = turns.setdefault(ident, _Turn(msg[1], msg[2], anchor))
         meta.setdefault(ident, msg)
-        # bm25 is lower-is-better and negative; tier-1 hits (any word) rank below every tier-0 hit (all words)
-        weight = 0.5 if h.role == "tool" else 1.0
-        turn.hits.append((weight * -h.rank / (1 + 9 * tier), h))
+        # bm25 is lower-is-better and negative. Where the words occur matters: in what the person asked most,
+        # in tool output least.
+        turn.hits.append((_ROLE_WEIGHT.get(h.role, 0.5) * -h.rank, h))
     items: list[Item] = []
     for ident, turn in turns.items():
         msg = meta[ident]
         scores = sorted((s for s, _ in turn.hits), reverse=True)
         relevance = scores[0] + 0.25 * sum(scores[1:4])
+        seen_text = " ".join([turn.anchor[1] if turn.anchor else ""] + [h.snippet for _, h in turn.hits]).lower()
+        relevance *= _coverage(words, seen_text) ** 2
         best = max(turn.hits, key=lambda sh: sh[0])[1]
         parts: list[tuple[str, str]] = []
         keys: list[str] = []
@@ -366,7 +397,8 @@ def exchanges(cache: "Queries", topic: str, *, project: str | None = None, depth
             keys.append(out[0])
         items.append(Item("exchange", turn.session, msg[6], msg[7], at, title, tuple(parts), relevance,
                           tuple(keys)))
-    return rank(items)
+    top = max((i.relevance for i in items), default=0.0)
+    return rank([i for i in items if i.relevance >= _FLOOR * top])
 
 
 def rank(items: list[Item]) -> list[Item]:

@@ -126,7 +126,7 @@ def test_the_block_never_exceeds_its_budget_on_the_real_transcripts(real_fixture
                 block = recall(cache, topic, budget=budget)
                 assert block.tokens <= budget and fences(block.markdown) % 2 == 0
                 sizes.append(len(block.items))
-            assert sizes[-1] >= 2 and sizes == sorted(sizes)  # more room, never fewer items
+            assert sizes[-1] >= 1 and sizes == sorted(sizes)  # more room, never fewer items
         for budget in (60, 300, 2000):
             assert recent_work(cache.conn, "spotter", budget=budget).tokens <= budget
 
