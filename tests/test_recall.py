@@ -164,3 +164,57 @@ def test_recall_command_json_and_project_summary(claude_home: Path) -> None:
     assert r.returncode == 2 and "nothing to recall" in r.stderr
     assert cx("recall", "nothing-matches-this-xyzzy").stderr.strip() == "Nothing recalled."
     assert cx("recall", "x", "--budget", "10").returncode == 2
+
+
+def test_a_passing_mention_in_tool_output_does_not_crowd_out_the_exchange_about_the_topic(claude_home: Path) -> None:
+    about, passing = "c1000000-0000-4000-8000-0000000000a1", "c1000000-0000-4000-8000-0000000000a2"
+    T.write(T.session_file(claude_home, about), turn(about, "why does the gimbal solver drift after an hour?",
+                                                     [T.text("The gimbal solver drift came from float32; fixed.")],
+                                                     t=10))
+    log = " ".join(f"step {i} ok" for i in range(30)) + " gimbal " + " ".join(f"tick {i}" for i in range(300))
+    T.write(T.session_file(claude_home, passing), [
+        *turn(passing, "run the nightly job", [T.tool_use("Bash", {"command": "make nightly"}, tid="toolu_n")],
+              t=50),
+        T.tool_result(passing, "toolu_n", log, t=52),
+        *T.assistant_lines(passing, [T.text("Nightly passed.")], t=53)])
+    with open_cache(imported(claude_home), readonly=True) as cache:
+        assert [i.session for i in recall(cache, "gimbal solver drift").items] == [about]
+
+
+def test_an_exchange_about_all_of_the_topic_beats_one_repeating_a_single_word(claude_home: Path) -> None:
+    one, all_ = "c2000000-0000-4000-8000-0000000000b1", "c2000000-0000-4000-8000-0000000000b2"
+    T.write(T.session_file(claude_home, one), turn(one, "flux? flux! flux, flux, flux and flux again",
+                                                   [T.text("Yes.")], t=10))
+    filler = " ".join(f"note{i}" for i in range(60))
+    T.write(T.session_file(claude_home, all_), turn(all_, "what next?", [T.text(
+        f"{filler} the capacitor calibration for the flux sensor is done {filler}")], t=20))
+    for n in range(12):  # other work, so that the topic's words are rare as in a real history
+        s = f"c2000000-0000-4000-8000-0000000001{n:02d}"
+        T.write(T.session_file(claude_home, s), turn(s, f"unrelated task {n}", [T.text(f"done {n}")], t=30 + n))
+    with open_cache(imported(claude_home), readonly=True) as cache:
+        assert [i.session for i in recall(cache, "flux capacitor calibration").items][0] == all_
+
+
+def test_a_message_of_parallel_subagents_in_one_file_is_not_credited_to_a_guessed_task(claude_home: Path) -> None:
+    """Older transcripts keep parallel Task subagents (sidechains) in the session's file, prompts written at the
+    same instant: which one a sidechain reply answers is unknown, so it stands alone."""
+    s = "c3000000-0000-4000-8000-0000000000c1"
+    T.write(T.session_file(claude_home, s), [
+        *turn(s, "build the app", [T.text("Starting two tasks.")], t=1),
+        T.user(s, "write the parser", t=5, isSidechain=True),
+        T.user(s, "write the renderer", t=5, isSidechain=True),
+        *T.assistant_lines(s, [T.text("Renderer uses a zebra-stripe table.")], t=8, isSidechain=True)])
+    with open_cache(imported(claude_home), readonly=True) as cache:
+        [item] = recall(cache, "zebra-stripe table").items
+    assert [label for label, _ in item.parts] == ["Matched"] and "zebra" in dict(item.parts)["Matched"]
+
+
+def test_what_was_asked_weighs_more_than_what_a_tool_printed(claude_home: Path) -> None:
+    asked, printed = "c4000000-0000-4000-8000-0000000000d1", "c4000000-0000-4000-8000-0000000000d2"
+    T.write(T.session_file(claude_home, asked), turn(asked, "segfault in the tessellator when the mesh is large",
+                                                     [T.text("Fixed.")], t=10))
+    T.write(T.session_file(claude_home, printed), [  # newer, shorter: plain bm25 would rank it first
+        *turn(printed, "run it", [T.tool_use("Bash", {"command": "./run"}, tid="toolu_r")], t=100),
+        T.tool_result(printed, "toolu_r", "segfault in the tessellator", t=102)])
+    with open_cache(imported(claude_home), readonly=True) as cache:
+        assert [i.session for i in recall(cache, "segfault tessellator").items][0] == asked
