@@ -83,7 +83,9 @@ def mcp_entry() -> dict[str, Any]:
 
 
 def hook_entry() -> dict[str, Any]:
-    cmd = " ".join(shlex.quote(a) for a in [*command_argv(), "hook", "session-start"])
+    """The hook runs on every session start: it is started as its own module, which does what
+    ``cxsync hook session-start`` does without loading the command line (about a third less CPU; bench_hook)."""
+    cmd = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "cxsync.agent.hook", "session-start"])
     prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in _home_env().items())
     return {"hooks": [{"type": "command", "command": f"{prefix} {cmd}".strip(), "timeout": HOOK_TIMEOUT_S}]}
 
