@@ -25,6 +25,7 @@ import apsw
 import orjson
 import zstandard
 
+from cxsync.cache.db import scalar
 from cxsync.sync.errors import CxError
 
 log = logging.getLogger("cxsync.backup")
@@ -62,9 +63,9 @@ def _counts(conn: apsw.Connection) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for t in ("messages", "sessions", "events", "knowledge"):
         if t in tables:
-            out[t] = int(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0])
+            out[t] = int(scalar(conn, f"SELECT count(*) FROM {t}"))
     if "migrations" in tables:
-        out["schema_version"] = int(conn.execute("SELECT coalesce(max(version), 0) FROM migrations").fetchone()[0])
+        out["schema_version"] = int(scalar(conn, "SELECT coalesce(max(version), 0) FROM migrations"))
     return out
 
 
@@ -108,6 +109,7 @@ def snapshot(source: Path, dest_dir: Path, *, name: str | None = None, keep: int
             dst = apsw.Connection(str(tmp))
             with dst.backup("main", src, "main") as b:
                 b.step(-1)  # all pages in one step: one read transaction, one consistent state
+            dst.execute("PRAGMA journal_mode=DELETE")  # the copy is one self-contained file, no -wal/-shm
             counts = _counts(dst)
             dst.close()
             src.close()
@@ -133,7 +135,8 @@ def snapshot(source: Path, dest_dir: Path, *, name: str | None = None, keep: int
         with os.fdopen(fd, "wb") as fh:
             fh.write(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     finally:
-        tmp.unlink(missing_ok=True)
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(str(tmp) + suffix).unlink(missing_ok=True)
     if keep is not None:
         prune(dest_dir, keep, name=name or source.stem)
     return Backup(final, manifest["created_at"], final.stat().st_size, manifest)

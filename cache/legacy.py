@@ -18,6 +18,7 @@ from typing import Any, Iterator
 import apsw
 import orjson
 
+from cxsync.cache.db import scalar
 from cxsync.sync.errors import CxError
 
 ROLES = ("user", "assistant", "system", "tool")
@@ -155,7 +156,7 @@ class LegacyDb:
     def count(self, table: str) -> int:
         if table == "knowledge" and not self.has_knowledge:
             return 0
-        return int(self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+        return int(scalar(self.conn, f"SELECT count(*) FROM {table}"))
 
     def messages(self, after_id: int | None = None) -> Iterator[LegacyMessage | Refused]:
         """Every message row in id order, validated."""
