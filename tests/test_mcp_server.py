@@ -173,3 +173,23 @@ def test_without_a_cache_the_tools_say_how_to_make_one(tmp_path: Path) -> None:
     with_client(tmp_path / "empty-home", body)
     assert out["search"].is_error and "cxsync import" in out["search"].content[0].text
     assert payload(out["status"])["messages"] == 0
+
+
+def test_the_server_sees_what_is_captured_while_it_runs(claude_home: Path, tmp_path: Path) -> None:
+    """Each call reads the cache afresh: a session captured while the server is up is found by the next call."""
+    from tests import transcripts as T
+
+    home = tmp_path / "live-home"
+    s1, s2 = "71000000-0000-4000-8000-000000000001", "71000000-0000-4000-8000-000000000002"
+    T.write(T.session_file(claude_home, s1), [T.user(s1, "first session about gyroscopes")])
+    cx(home, "import", "--root", str(claude_home), "--json")
+    found: list[list[str]] = []
+
+    async def body(s: Any) -> None:
+        found.append([h["session"] for h in payload(await s.call_tool("search", {"query": "magnetometer"}))["hits"]])
+        T.write(T.session_file(claude_home, s2), [T.user(s2, "second session about the magnetometer")])
+        await anyio.to_thread.run_sync(lambda: cx(home, "import", "--root", str(claude_home), "--json"))
+        found.append([h["session"] for h in payload(await s.call_tool("search", {"query": "magnetometer"}))["hits"]])
+
+    with_client(home, body)
+    assert found == [[], [s2]]
