@@ -158,3 +158,22 @@ def test_the_module_entry_point_answers_the_same(synced) -> None:
                        timeout=60)
     cli = desktop.hook(hook_input(), "--budget", "1500")
     assert r.returncode == 0 and r.stdout == cli.stdout != ""
+
+
+def test_the_answer_comes_as_soon_as_the_input_is_complete_even_if_stdin_stays_open(synced) -> None:
+    _, desktop, _ = synced
+    p = subprocess.Popen([sys.executable, "-m", "cxsync.agent", "hook", "session-start"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "CXSYNC_HOME": str(desktop.home)})
+    try:
+        assert p.stdin is not None and p.stdout is not None
+        p.stdin.write(hook_input())
+        p.stdin.flush()  # and not closed
+        import select
+
+        assert select.select([p.stdout], [], [], 30)[0], "no answer while stdin stays open"
+        assert DECISION in json.loads(p.stdout.readline())["hookSpecificOutput"]["additionalContext"]
+        assert p.wait(timeout=30) == 0
+    finally:
+        p.kill()
+        p.wait()
