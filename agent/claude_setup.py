@@ -234,6 +234,7 @@ def _check_all(ts: list[Target]) -> None:
             continue
         try:
             _find_ours(text, t)
+            je.ensure_path(text, t.container, {} if t.what == "mcp" else [])  # e.g. "hooks": null cannot hold ours
         except je.JsonEditError as exc:
             raise SettingsError(f"{t.path} is not a JSON file cxsync can edit: {exc}",
                                 "fix the file (or move it away) and run the command again; nothing was changed"

@@ -212,6 +212,14 @@ def test_a_file_that_is_not_json_stops_everything_before_any_change(user_files) 
     assert state.read_text() == CLAUDE_JSON and settings.read_text() == '{"hooks": {,}}'
 
 
+def test_settings_of_the_wrong_shape_stop_everything_before_any_change(user_files) -> None:
+    state, settings = user_files
+    settings.write_text('{"hooks": {"SessionStart": {"not": "a list"}}}')
+    r = cx("claude", "install")
+    assert r.returncode != 0 and "hooks.SessionStart is not a JSON array" in r.stderr
+    assert state.read_text() == CLAUDE_JSON
+
+
 def test_a_symlinked_settings_file_stays_a_symlink(user_files, tmp_path: Path) -> None:
     _, settings = user_files
     real = tmp_path / "dotfiles" / "settings.json"
