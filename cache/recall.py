@@ -15,7 +15,6 @@ Every reader (CLI, MCP server, SessionStart hook) calls these functions, so all 
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from dataclasses import dataclass, field
@@ -53,7 +52,7 @@ def estimate_tokens(text: str) -> int:
     its budget fits it."""
     if text.isascii():
         return math.ceil(len(text) / 3.5)
-    ascii_chars = sum(1 for ch in text if ch < "\x80")
+    ascii_chars = len(text.encode("ascii", "ignore"))  # in C: a block's text is estimated often while it grows
     return math.ceil(ascii_chars / 3.5) + (len(text) - ascii_chars)
 
 
@@ -168,6 +167,8 @@ class Item:
     keys: tuple[str, ...] = ()  # the messages it shows (the prompt's key first)
 
     def fingerprint(self) -> str:
+        import hashlib  # only topic recall dedups; the SessionStart hook does not pay for it
+
         h = hashlib.sha256()
         for label, text in self.parts:
             if label != "Matched":
