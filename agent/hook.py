@@ -20,12 +20,24 @@ MAX_INPUT = 1 << 20  # Claude Code's hook input is a few hundred bytes; never re
 
 
 def read_input(stream: IO[bytes]) -> dict[str, Any]:
+    """The hook input: one JSON object, read as soon as it is complete (a caller that keeps stdin open must not
+    hold the hook until its timeout)."""
     if stream.isatty():  # run by hand: nothing to read, use the current folder
         return {}
-    raw = stream.read(MAX_INPUT)
-    if not raw.strip():
-        return {}
-    data = json.loads(raw)
+    raw = b""
+    data: Any = None
+    while data is None and len(raw) < MAX_INPUT:
+        chunk = stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536)
+        if not chunk:
+            if not raw.strip():
+                return {}
+            data = json.loads(raw)  # ended incomplete: the decoder's error says where
+            break
+        raw += chunk
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            continue
     if not isinstance(data, dict):
         raise ValueError(f"hook input is a JSON {type(data).__name__}, not an object")
     return data
