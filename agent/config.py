@@ -5,6 +5,7 @@
     [sync]                target = "sqlite:/path/log.db" | "fdb" | "fdb:/path/fdb.cluster" | "none"
                           publish = ["u/<user>"]   subscribe = ["u/<user>", "team"]
                           api_version = 730        cluster_file = "..."   tls_cert/tls_key/tls_ca = "..."
+    [paths]               "/Users/ada/src" = "/home/ada/src"   — where another machine's projects are here
 
 A bad value is a ConfigError naming the key, never a traceback.
 """
@@ -80,6 +81,7 @@ class Config:
     roots: tuple[Path, ...] | None  # None: discover the defaults
     sync: SyncConfig
     source: Path
+    path_map: tuple[tuple[str, str], ...] = ()  # [paths]: a project path elsewhere → the same project here
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +92,7 @@ class Config:
             "sync": {"target": self.sync.target, "publish": list(self.sync.publish),
                      "subscribe": list(self.sync.subscribe), "api_version": self.sync.api_version,
                      "cluster_file": self.sync.cluster_file},
+            "paths": dict(self.path_map),
         }
 
 
@@ -231,4 +234,14 @@ def load_config(overrides: Mapping[str, Any] | None = None, env: Mapping[str, st
     sync = SyncConfig(target or "none", tuple(publish), tuple(subscribe), api_version,
                       str(cluster_file) if cluster_file else None, tls, batch_events, batch_bytes,
                       needs_credential)
-    return Config(paths, identity, roots, sync, paths.config_file)
+    return Config(paths, identity, roots, sync, paths.config_file, _path_map(raw.get("paths", {})))
+
+
+def _path_map(section: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(section, dict):
+        raise ConfigError("config key [paths] must be a table", 'e.g. [paths] "/Users/ada/src" = "/home/ada/src"')
+    for source, target in section.items():
+        if not isinstance(target, str) or not source.strip() or not target.strip():
+            raise ConfigError(f"config key paths.{json.dumps(source)} = {target!r} is invalid",
+                              "map a project path on another machine to a path on this one, both non-empty strings")
+    return tuple((source, os.path.expanduser(target)) for source, target in section.items())

@@ -1,0 +1,262 @@
+"""Captured sessions back out: ``export`` (jsonl, Markdown, HTML), ``resume`` (for ``claude --resume`` on this
+machine) and ``restore --deleted`` (transcripts Claude Code's clean-up removed)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cxsync.agent.cli import Ctx, emit_json
+from cxsync.sync.errors import CxError, UsageError
+
+
+def _write_stdout(data: bytes) -> None:
+    """Bytes to stdout; on a terminal, control characters are shown, never obeyed."""
+    if sys.stdout.isatty():
+        from cxsync.agent.render import visible
+
+        sys.stdout.write(visible(data.decode("utf-8", "replace")))
+        sys.stdout.flush()
+        return
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+def _root_session(cache: Any, session: str) -> tuple[str, dict[str, Any]]:
+    sid = cache.resolve_session(session)
+    row = cache.conn.execute("SELECT root_session, project, title, first_prompt, source_file, machine"
+                             " FROM sessions WHERE session_id=?", (sid,)).fetchone()
+    if row is None or row[0] != sid:
+        root = row[0] if row else "?"
+        raise UsageError(f"{sid} is a subagent of session {root}", f"use the parent session: {root}")
+    return sid, {"project": row[1], "title": row[2], "first_prompt": row[3], "source_file": row[4],
+                 "machine": row[5]}
+
+
+def _title(sid: str, info: dict[str, Any]) -> str:
+    title = info.get("title") or (info.get("first_prompt") or "").strip().split("\n")[0][:100]
+    return str(title or f"Session {sid}")
+
+
+def _check_held(sid: str, files: list[Any], transcripts: dict[str, Any]) -> None:
+    if not transcripts[sid].lines:
+        raise CxError(f"no transcript lines of session {sid} are held in this cache",
+                      "its records may not have been synced here yet: run `cxsync sync --once`")
+
+
+def _warn_missing(transcripts: dict[str, Any]) -> None:
+    for sid, tr in transcripts.items():
+        if tr.missing:
+            click.echo(f"note: {len(tr.missing)} line(s) of {sid} are not held (blank, unreadable, or first"
+                       " captured in another session's file): they are left out", err=True)
+
+
+def _projects_dir(cfg: Any) -> Path:
+    """Where this machine's Claude Code keeps projects: the first transcript root the agent watches."""
+    from cxsync.agent import app
+    from cxsync.agent.claude_paths import claude_config_dir
+
+    roots = app.roots(cfg) if cfg.roots is not None or os.environ.get("CLAUDE_CONFIG_DIR") else []
+    root = roots[0] if roots else claude_config_dir()
+    return root if root.name == "projects" else root / "projects"
+
+
+def _target_project(cfg: Any, info: dict[str, Any], project_dir: Path | None) -> tuple[str | None, str]:
+    """The project path on this machine and a sentence saying how it was chosen."""
+    from cxsync.agent.claude_paths import map_path
+
+    captured = info.get("project")
+    if project_dir is not None:
+        here = os.path.realpath(os.path.expanduser(str(project_dir)))
+        return here, f"project {captured or '(not recorded)'} → {here} (--project-dir)"
+    if not captured:
+        return None, "the project path was not recorded: keeping the captured project folder name"
+    mapped, rule = map_path(captured, cfg.path_map)
+    if rule is not None:
+        return mapped, f"project {captured} → {mapped} (mapping {rule[0]} → {rule[1]} from [paths] in {cfg.source})"
+    note = f"project {captured} (no [paths] mapping in {cfg.source} matches; the path is used as captured)"
+    if not Path(mapped).is_dir():
+        note += ("\nwarning: that folder does not exist on this machine: give --project-dir DIR, or add a [paths]"
+                 " mapping")
+    return mapped, note
+
+
+def register(main: click.Group) -> None:
+    @main.command()
+    @click.argument("session")
+    @click.option("-o", "--output", "output_arg", type=click.Path(),
+                  help="A file, or an existing folder (or one ending in /). Default: standard output.")
+    @click.option("--format", "fmt", type=click.Choice(["jsonl", "markdown", "html"]), default="jsonl",
+                  show_default=True)
+    @click.pass_obj
+    def export(obj: Ctx, session: str, output_arg: str | None, fmt: str) -> None:
+        """Write a session out: its transcript lines byte for byte (jsonl, subagents into SESSION/subagents/),
+        or a readable Markdown or HTML conversation."""
+        from cxsync.agent.cli_query import open_for_reading
+        from cxsync.cache.records import session_files, transcript
+
+        cfg = obj.config()
+        with open_for_reading(cfg) as cache:
+            sid, info = _root_session(cache, session)
+            files = session_files(cache.conn, sid)
+            transcripts = {f.session: transcript(cache.conn, f.session) for f in files}
+        _check_held(sid, files, transcripts)
+        _warn_missing(transcripts)
+        output = Path(output_arg) if output_arg else None
+        to_dir = output is not None and (output.is_dir() or str(output_arg).endswith(("/", os.sep)))
+        if fmt == "jsonl":
+            if output is None:
+                _write_stdout(transcripts[sid].to_bytes())
+                if len(files) > 1:
+                    click.echo(f"note: {len(files) - 1} subagent file(s) not written: give -o DIR for them too",
+                               err=True)
+                return
+            main_path = output / f"{sid}.jsonl" if to_dir else output
+            base = main_path.parent / main_path.name.removesuffix(".jsonl")
+            for f in files:
+                dest = main_path if f.kind == "main" else (
+                    base.joinpath(*f.relpath[1:]) if f.relpath[0] == sid else main_path.parent.joinpath(*f.relpath))
+                _write_file(dest, transcripts[f.session].to_bytes())
+                click.echo(str(dest), err=True)
+            return
+        from cxsync.agent import render
+
+        title = _title(sid, info)
+        conv = render.conversation((raw for _, raw in transcripts[sid].records()), title=title, session=sid,
+                                   project=info.get("project"))
+        for f in files[1:]:
+            conv.subagents.append(render.conversation((raw for _, raw in transcripts[f.session].records()),
+                                                      title=title, session=f.session, project=None))
+        text = render.to_markdown(conv) if fmt == "markdown" else render.to_html(conv)
+        if output is None:
+            _write_stdout(text.encode())
+            return
+        dest = output / f"{sid}.{'md' if fmt == 'markdown' else 'html'}" if to_dir else output
+        _write_file(dest, text.encode())
+        click.echo(str(dest), err=True)
+
+    @main.command()
+    @click.argument("session")
+    @click.option("--project-dir", type=click.Path(file_okay=False, path_type=Path),
+                  help="The project's folder on this machine (default: the captured path, mapped by [paths]).")
+    @click.option("--copy", "as_copy", is_flag=True,
+                  help="Write the session as a copy under a new session id (when a different file is in the way).")
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_obj
+    def resume(obj: Ctx, session: str, project_dir: Path | None, as_copy: bool, as_json: bool) -> None:
+        """Put a captured session where this machine's Claude Code finds it, and print the command to resume it."""
+        from cxsync.agent import app, writeback
+        from cxsync.agent.claude_paths import project_folder
+        from cxsync.cache.records import SessionFile, session_files, transcript
+
+        cfg = obj.config()
+        with app.writable_cache(cfg) as cache:
+            sid, info = _root_session(cache, session)
+            files = session_files(cache.conn, sid)
+            transcripts = {f.session: transcript(cache.conn, f.session) for f in files}
+            _check_held(sid, files, transcripts)
+            project, how = _target_project(cfg, info, project_dir)
+            projects = _projects_dir(cfg)
+            if project is not None:
+                folder = project_folder(projects, project)
+            else:
+                src = [p for p in (info.get("source_file") or "").replace("\\", "/").split("/") if p]
+                folder = projects / (src[-2] if len(src) >= 2 else "-unknown")
+            new_id = str(uuid.uuid4()) if as_copy else sid
+            planned = []
+            for f in files:
+                tr = transcripts[f.session]
+                data = tr.to_bytes()
+                if as_copy:
+                    data = writeback.renamed_copy(data, sid, new_id)
+                    rel = tuple(p.replace(sid, new_id) if i == 0 else p for i, p in enumerate(f.relpath))
+                    f = SessionFile(f.session.replace(sid, new_id, 1), f.kind, rel, f.agent_id, f.source_file)
+                planned.append(writeback.plan_file(f, folder.joinpath(*f.relpath), tr, data))
+            clash = [p for p in planned if p.state == "different"]
+            if clash:
+                raise writeback.DestinationExists(
+                    f"a different transcript is already at {clash[0].dest}: nothing was written or overwritten",
+                    f"`cxsync resume {sid} --copy` writes this session as a copy under a new session id")
+            outcome = writeback.write_all(cache, planned)
+        _warn_missing(transcripts)
+        command = f"claude --resume {new_id}"
+        if project is not None:
+            command = f"cd {shlex.quote(project)} && {command}"
+        if as_json:
+            emit_json({"session": new_id, "copy_of": sid if as_copy else None, "project": project,
+                       "mapping": how, "folder": str(folder),
+                       "written": [str(p.dest) for p in outcome.written],
+                       "unchanged": [str(p.dest) for p in outcome.unchanged], "command": command})
+            return
+        from cxsync.agent.render import visible
+
+        click.echo(visible(how))
+        for p in outcome.written:
+            click.echo(f"wrote {visible(str(p.dest))}")
+        for p in outcome.unchanged:
+            click.echo(f"already there, identical: {visible(str(p.dest))}")
+        if as_copy:
+            click.echo(f"copy of session {sid} under the new id {new_id}")
+        click.echo(f"\nto continue it:\n  {visible(command)}")
+
+    @main.command()
+    @click.option("--deleted", is_flag=True, required=True,
+                  help="Bring back the transcripts this machine captured that have since been deleted.")
+    @click.option("--since", help="Only files deleted since: 2h, 3d, 1w or an ISO date.")
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_obj
+    def restore(obj: Ctx, deleted: bool, since: str | None, as_json: bool) -> None:
+        """Bring back transcripts that Claude Code's clean-up (or anyone) deleted, from the cache."""
+        from cxsync.agent import app, writeback
+        from cxsync.cache.records import SessionFile, deleted_files, transcript
+        from cxsync.cache.search import parse_since
+
+        cfg = obj.config()
+        restored, skipped = [], []
+        with app.writable_cache(cfg) as cache:
+            for row in deleted_files(cache.conn, parse_since(since) if since else None):
+                path = Path(row["path"])
+                if path.exists():
+                    skipped.append({"path": row["path"], "why": "a file is there again"})
+                    continue
+                tr = transcript(cache.conn, row["session"])
+                if not tr.lines:
+                    skipped.append({"path": row["path"], "why": "no lines of it are held"})
+                    continue
+                sf = SessionFile(row["session"], row["kind"] or "main", (path.name,), None, row["path"])
+                writeback.write_captured(cache, path, tr.to_bytes(), sf.kind, sf.session)
+                restored.append({"path": row["path"], "session": row["session"], "kind": sf.kind,
+                                 "deleted_at": row["deleted_at"], "missing_lines": len(tr.missing)})
+        if as_json:
+            emit_json({"restored": restored, "skipped": skipped})
+            return
+        from cxsync.agent.render import visible
+
+        for r in restored:
+            click.echo(f"restored {visible(r['path'])}")
+        for s in skipped:
+            click.echo(f"skipped {visible(s['path'])}: {s['why']}")
+        mains = [r["session"] for r in restored if r["kind"] == "main"]
+        if mains:
+            click.echo("\nto continue one of them, from its project folder:")
+            for s in mains:
+                click.echo(f"  claude --resume {s}")
+        if not restored and not skipped:
+            click.echo("no deleted transcripts to restore" + (f" since {since}" if since else ""))
+
+
+def _write_file(dest: Path, data: bytes) -> None:
+    """A private file (0600), written whole then moved into place."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, dest)

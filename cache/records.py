@@ -1,0 +1,130 @@
+"""A session's transcript lines as they were captured, read back from the cache in their original order.
+
+Every line lives verbatim in exactly one stored event: a conversational record in the ``records`` list of the
+MessageIndexed event that won for its message (with its line number in ``lines``), any other record as the
+``raw`` of a RecordsCaptured record (with ``line``).  ``_verbatim_sources`` is the one function that knows this
+layout, so a change to how records are stored changes one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import apsw
+
+from cxsync.sync import events as ev
+
+
+@dataclass
+class Transcript:
+    """The captured lines of one transcript file: ``lines`` is (line number, [raw text …]) in file order —
+    several texts on one number when two records were glued on one line."""
+
+    session: str
+    lines: list[tuple[int, list[str]]] = field(default_factory=list)
+
+    @property
+    def missing(self) -> list[int]:
+        """Line numbers below the last one that hold nothing: blank lines, unreadable lines, or records first
+        captured in another session's file (a resume copies them): none of these were kept for this file."""
+        have = {n for n, _ in self.lines}
+        last = self.lines[-1][0] if self.lines else 0
+        return [n for n in range(1, last + 1) if n not in have]
+
+    def to_bytes(self) -> bytes:
+        """The file as captured: each line's text and a newline (a torn last line was never captured)."""
+        return b"".join("".join(raws).encode("utf-8", "surrogatepass") + b"\n" for _, raws in self.lines)
+
+    def records(self) -> Iterator[tuple[int, str]]:
+        for n, raws in self.lines:
+            for raw in raws:
+                yield n, raw
+
+
+def _decoded(conn: apsw.Connection, column: str, value: Any) -> ev.ContextEvent:
+    blob = conn.execute(f"SELECT payload FROM events WHERE {column}=?", (value,)).fetchone()
+    if blob is None:
+        raise LookupError(f"event {value!r} is referenced but not stored")
+    return ev.decode(bytes(blob[0]))
+
+
+def _verbatim_sources(conn: apsw.Connection, session: str) -> Iterator[tuple[int, int, str]]:
+    """(line, order within the line, raw text) of every record held for ``session``, in no particular order."""
+    for (event_id,) in conn.execute("SELECT event_id FROM messages WHERE session_id=?", (session,)).fetchall():
+        d = _decoded(conn, "event_id", event_id).data
+        for i, (raw, line) in enumerate(zip(d.get("records") or [], d.get("lines") or [])):
+            yield int(line), i, raw
+    wanted: dict[int, dict[str, int]] = {}
+    for key, line, seq in conn.execute("SELECT key, line, event_seq FROM records WHERE session_id=?",
+                                       (session,)).fetchall():
+        if line is not None:
+            wanted.setdefault(int(seq), {})[str(key)] = int(line)
+    for seq, keys in wanted.items():
+        for i, r in enumerate(_decoded(conn, "seq", seq).data.get("records") or []):
+            if r.get("key") in keys:
+                yield keys[r["key"]], i, str(r.get("raw", ""))
+
+
+def transcript(conn: apsw.Connection, session: str) -> Transcript:
+    """The captured lines of the file whose session id (``parent:agent-<id>`` for a subagent) is ``session``."""
+    by_line: dict[int, list[tuple[int, str]]] = {}
+    for line, order, raw in _verbatim_sources(conn, session):
+        by_line.setdefault(line, []).append((order, raw))
+    out = Transcript(session)
+    for line in sorted(by_line):
+        out.lines.append((line, [raw for _, raw in sorted(by_line[line])]))
+    return out
+
+
+@dataclass(frozen=True)
+class SessionFile:
+    """One file of a conversation: the main session or one of its subagents."""
+
+    session: str
+    kind: str  # main | subagent | agent-flat
+    relpath: tuple[str, ...]  # path inside the project folder, as Claude Code lays it out
+    agent_id: str | None
+    source_file: str | None
+
+
+def _split(path: str) -> list[str]:
+    return [p for p in path.replace("\\", "/").split("/") if p]
+
+
+def _relpath(root: str, session: str, agent_id: str | None, source: str | None) -> tuple[tuple[str, ...], str]:
+    """Where a subagent file goes below the project folder: as it was on the capturing machine."""
+    parts = _split(source) if source else []
+    if root in parts[:-1]:
+        return tuple(parts[parts.index(root):]), "subagent"
+    name = parts[-1] if parts and parts[-1].endswith(".jsonl") else None
+    agent = agent_id or session.rpartition(":agent-")[2]
+    if name and name.startswith("agent-"):  # 2.0.x: flat beside the main file
+        return (name,), "agent-flat"
+    return (root, "subagents", f"agent-{agent}.jsonl"), "subagent"
+
+
+def session_files(conn: apsw.Connection, root: str) -> list[SessionFile]:
+    """The main file of ``root`` and its subagents' files (each with a captured line), main first."""
+    out = []
+    rows = conn.execute(
+        "SELECT session_id, agent_id, source_file FROM sessions WHERE root_session=? ORDER BY"
+        " session_id != root_session, session_id", (root,)).fetchall()
+    for session, agent_id, source in rows:
+        if session == root:
+            out.append(SessionFile(session, "main", (f"{root}.jsonl",), None, source))
+        else:
+            rel, kind = _relpath(root, session, agent_id, source)
+            out.append(SessionFile(session, kind, rel, agent_id, source))
+    return out
+
+
+def deleted_files(conn: apsw.Connection, since: str | None = None) -> list[dict[str, Any]]:
+    """Transcript files this machine captured and then saw disappear (Claude Code's clean-up, or a person)."""
+    sql = "SELECT path, kind, session_id, updated_at FROM files WHERE status='deleted'"
+    args: tuple[Any, ...] = ()
+    if since:
+        sql += " AND updated_at >= ?"
+        args = (since,)
+    return [{"path": p, "kind": k, "session": s, "deleted_at": u}
+            for p, k, s, u in conn.execute(sql + " ORDER BY path", args)]
