@@ -82,9 +82,9 @@ def _register() -> None:
     from cxsync.agent import cli_admin, cli_agent, cli_export, cli_query
 
     cli_query.register(main)
-    cli_export.register(main)
     cli_admin.register(main)
     cli_agent.register(main)
+    cli_export.register(main)  # after cli_agent: `resume SESSION` extends the agent's argument-less `resume`
     try:
         from cxsync.agent import cli_desktop
     except ImportError:  # pragma: no cover - the desktop commands ship with the package

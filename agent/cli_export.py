@@ -53,6 +53,9 @@ def _check_held(sid: str, files: list[Any], transcripts: dict[str, Any]) -> None
 
 def _warn_missing(transcripts: dict[str, Any]) -> None:
     for sid, tr in transcripts.items():
+        if tr.conflicts:
+            click.echo(f"note: {tr.conflicts} line(s) of {sid} are held differently by another machine's file of"
+                       " the same session id: the lines of the machine holding most of it are used", err=True)
         if tr.missing:
             click.echo(f"note: {len(tr.missing)} line(s) of {sid} are not held (blank, unreadable, or first"
                        " captured in another session's file): they are left out", err=True)
@@ -142,16 +145,27 @@ def register(main: click.Group) -> None:
         _write_file(dest, text.encode())
         click.echo(str(dest), err=True)
 
+    agent_resume = main.commands.get("resume")  # `cxsync resume` without SESSION: resume the paused agent
+
     @main.command()
-    @click.argument("session")
+    @click.argument("session", required=False)
     @click.option("--project-dir", type=click.Path(file_okay=False, path_type=Path),
                   help="The project's folder on this machine (default: the captured path, mapped by [paths]).")
     @click.option("--copy", "as_copy", is_flag=True,
                   help="Write the session as a copy under a new session id (when a different file is in the way).")
     @click.option("--json", "as_json", is_flag=True)
-    @click.pass_obj
-    def resume(obj: Ctx, session: str, project_dir: Path | None, as_copy: bool, as_json: bool) -> None:
-        """Put a captured session where this machine's Claude Code finds it, and print the command to resume it."""
+    @click.pass_context
+    def resume(ctx: click.Context, session: str | None, project_dir: Path | None, as_copy: bool,
+               as_json: bool) -> None:
+        """Put captured SESSION where this machine's Claude Code finds it and print the command that continues it.
+
+        Without SESSION: resume capture and sync in the paused agent."""
+        if session is None:
+            if agent_resume is None or project_dir is not None or as_copy:
+                raise UsageError("resume needs a SESSION", "list sessions with `cxsync sessions`")
+            ctx.invoke(agent_resume, as_json=as_json)
+            return
+        obj: Ctx = ctx.obj
         from cxsync.agent import app, writeback
         from cxsync.agent.claude_paths import project_folder
         from cxsync.cache.records import SessionFile, session_files, transcript

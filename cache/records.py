@@ -23,6 +23,7 @@ class Transcript:
 
     session: str
     lines: list[tuple[int, list[str]]] = field(default_factory=list)
+    conflicts: int = 0  # lines another machine's file of the same session id holds differently: left out
 
     @property
     def missing(self) -> list[int]:
@@ -49,31 +50,48 @@ def _decoded(conn: apsw.Connection, column: str, value: Any) -> ev.ContextEvent:
     return ev.decode(bytes(blob[0]))
 
 
-def _verbatim_sources(conn: apsw.Connection, session: str) -> Iterator[tuple[int, int, str]]:
-    """(line, order within the line, raw text) of every record held for ``session``, in no particular order."""
-    for (event_id,) in conn.execute("SELECT event_id FROM messages WHERE session_id=?", (session,)).fetchall():
+def _verbatim_sources(conn: apsw.Connection, session: str) -> Iterator[tuple[int, int, str, str]]:
+    """(line, order within the line, raw text, capturing machine) of every record held for ``session``."""
+    for event_id, machine in conn.execute("SELECT event_id, coalesce(machine, '') FROM messages WHERE session_id=?",
+                                          (session,)).fetchall():
         d = _decoded(conn, "event_id", event_id).data
         for i, (raw, line) in enumerate(zip(d.get("records") or [], d.get("lines") or [])):
-            yield int(line), i, raw
+            yield int(line), i, raw, machine
     wanted: dict[int, dict[str, int]] = {}
     for key, line, seq in conn.execute("SELECT key, line, event_seq FROM records WHERE session_id=?",
                                        (session,)).fetchall():
         if line is not None:
             wanted.setdefault(int(seq), {})[str(key)] = int(line)
     for seq, keys in wanted.items():
-        for i, r in enumerate(_decoded(conn, "seq", seq).data.get("records") or []):
+        e = _decoded(conn, "seq", seq)
+        for i, r in enumerate(e.data.get("records") or []):
             if r.get("key") in keys:
-                yield keys[r["key"]], i, str(r.get("raw", ""))
+                yield keys[r["key"]], i, str(r.get("raw", "")), e.machine
 
 
 def transcript(conn: apsw.Connection, session: str) -> Transcript:
-    """The captured lines of the file whose session id (``parent:agent-<id>`` for a subagent) is ``session``."""
-    by_line: dict[int, list[tuple[int, str]]] = {}
-    for line, order, raw in _verbatim_sources(conn, session):
-        by_line.setdefault(line, []).append((order, raw))
+    """The captured lines of the file whose session id (``parent:agent-<id>`` for a subagent) is ``session``.
+
+    One session id can have a file on several machines: resumed elsewhere and continued there, the new lines
+    follow the old ones (the resumed file was recorded as read up to its last line), so the lines of all
+    machines make up one file.  Where two machines hold different text for one line (an unrelated file of the
+    same id), the machine holding most of the session wins that line and the other is counted as a conflict.
+    """
+    by_line: dict[int, dict[str, list[tuple[int, str]]]] = {}
+    per_machine: dict[str, int] = {}
+    for line, order, raw, machine in _verbatim_sources(conn, session):
+        by_line.setdefault(line, {}).setdefault(machine, []).append((order, raw))
+    for held in by_line.values():
+        for machine in held:
+            per_machine[machine] = per_machine.get(machine, 0) + 1
+    rank = sorted(per_machine, key=lambda m: (-per_machine[m], m))
     out = Transcript(session)
     for line in sorted(by_line):
-        out.lines.append((line, [raw for _, raw in sorted(by_line[line])]))
+        held = by_line[line]
+        first = next(m for m in rank if m in held)
+        texts = [raw for _, raw in sorted(held[first])]
+        out.conflicts += any(sorted(r for _, r in v) != sorted(texts) for m, v in held.items() if m != first)
+        out.lines.append((line, texts))
     return out
 
 
