@@ -92,8 +92,8 @@ def conversation(records: Iterable[str], *, title: str, session: str, project: s
             continue
         if rtype not in ("user", "assistant"):
             continue
-        msg = rec.get("message") if isinstance(rec.get("message"), dict) else {}
-        for b in _blocks(msg.get("content")):
+        msg = rec.get("message")
+        for b in _blocks(msg.get("content") if isinstance(msg, dict) else None):
             if not isinstance(b, dict):
                 continue
             t = b.get("type")

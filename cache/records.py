@@ -56,12 +56,12 @@ def _verbatim_sources(conn: apsw.Connection, session: str) -> Iterator[tuple[int
                                           (session,)).fetchall():
         d = _decoded(conn, "event_id", event_id).data
         for i, (raw, line) in enumerate(zip(d.get("records") or [], d.get("lines") or [])):
-            yield int(line), i, raw, machine
+            yield int(line), i, str(raw), str(machine)
     wanted: dict[int, dict[str, int]] = {}
     for key, line, seq in conn.execute("SELECT key, line, event_seq FROM records WHERE session_id=?",
                                        (session,)).fetchall():
         if line is not None:
-            wanted.setdefault(int(seq), {})[str(key)] = int(line)
+            wanted.setdefault(int(str(seq)), {})[str(key)] = int(str(line))
     for seq, keys in wanted.items():
         e = _decoded(conn, "seq", seq)
         for i, r in enumerate(e.data.get("records") or []):
@@ -122,13 +122,18 @@ def _relpath(root: str, session: str, agent_id: str | None, source: str | None) 
     return (root, "subagents", f"agent-{agent}.jsonl"), "subagent"
 
 
+def _opt(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
 def session_files(conn: apsw.Connection, root: str) -> list[SessionFile]:
     """The main file of ``root`` and its subagents' files (each with a captured line), main first."""
     out = []
     rows = conn.execute(
         "SELECT session_id, agent_id, source_file FROM sessions WHERE root_session=? ORDER BY"
         " session_id != root_session, session_id", (root,)).fetchall()
-    for session, agent_id, source in rows:
+    for row in rows:
+        session, agent_id, source = str(row[0]), _opt(row[1]), _opt(row[2])
         if session == root:
             out.append(SessionFile(session, "main", (f"{root}.jsonl",), None, source))
         else:
