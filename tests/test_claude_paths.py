@@ -106,3 +106,27 @@ def test_mapping_a_windows_path_ignores_case_and_slash_style() -> None:
     assert map_path("C:\\Users\\Ada\\src\\app\\sub", rules)[0] == "/home/ada/src/app/sub"
     back = [("/home/ada/src", "D:\\work")]
     assert map_path("/home/ada/src/app/x", back)[0] == "D:\\work\\app\\x"
+
+
+def _config_with(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
+    from cxsync.agent.config import load_config
+
+    home = tmp_path / "cx"
+    home.mkdir(exist_ok=True)
+    (home / "config.toml").write_text(text + '\n[identity]\ntenant = "t"\nuser = "u"\nmachine = "m"\n')
+    return load_config(env={"CXSYNC_HOME": str(home)})
+
+
+def test_paths_section_of_the_config_is_the_mapping(tmp_path: Path) -> None:
+    cfg = _config_with(tmp_path, '[paths]\n"/Users/ada/src" = "/home/ada/src"\n"C:\\\\Users\\\\Ada" = "~/win"\n')
+    assert cfg.path_map == (("/Users/ada/src", "/home/ada/src"), ("C:\\Users\\Ada", str(Path.home() / "win")))
+    assert _config_with(tmp_path, "").path_map == ()
+
+
+def test_a_bad_paths_entry_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    from cxsync.sync.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r'paths\."/Users/ada" = 3'):
+        _config_with(tmp_path, '[paths]\n"/Users/ada" = 3\n')
+    with pytest.raises(ConfigError, match=r"\[paths\] must be a table"):
+        _config_with(tmp_path, 'paths = "x"\n')
