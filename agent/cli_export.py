@@ -62,13 +62,14 @@ def _warn_missing(transcripts: dict[str, Any]) -> None:
 
 
 def _projects_dir(cfg: Any) -> Path:
-    """Where this machine's Claude Code keeps projects: the first transcript root the agent watches."""
+    """Where this machine's Claude Code keeps projects ($CLAUDE_CONFIG_DIR, else ~/.claude), spelled as the
+    agent's transcript root when it watches that folder (the offset row must name the path the agent sees)."""
     from cxsync.agent import app
     from cxsync.agent.claude_paths import claude_config_dir
 
-    roots = app.roots(cfg) if cfg.roots is not None or os.environ.get("CLAUDE_CONFIG_DIR") else []
-    root = roots[0] if roots else claude_config_dir()
-    return root if root.name == "projects" else root / "projects"
+    home = claude_config_dir().absolute()
+    root = next((r for r in app.roots(cfg) if r.resolve() == home.resolve()), home)
+    return root / "projects"
 
 
 def _target_project(cfg: Any, info: dict[str, Any], project_dir: Path | None) -> tuple[str | None, str]:
@@ -82,6 +83,8 @@ def _target_project(cfg: Any, info: dict[str, Any], project_dir: Path | None) ->
     if not captured:
         return None, "the project path was not recorded: keeping the captured project folder name"
     mapped, rule = map_path(captured, cfg.path_map)
+    if os.path.isdir(mapped):  # Claude Code names the folder after the physical path (getcwd resolves links)
+        mapped = os.path.realpath(mapped)
     if rule is not None:
         return mapped, f"project {captured} → {mapped} (mapping {rule[0]} → {rule[1]} from [paths] in {cfg.source})"
     note = f"project {captured} (no [paths] mapping in {cfg.source} matches; the path is used as captured)"

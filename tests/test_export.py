@@ -37,7 +37,8 @@ class Machine:
             f'[transcripts]\nroots = [{json.dumps(str(self.claude))}]\n'
             f'[sync]\ntarget = "sqlite:{log}"\n[paths]\n{mapping}')
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("CXSYNC_", "CLAUDE_CONFIG_DIR"))}
-        self.env.update(CXSYNC_HOME=str(self.home), HOME=str(tmp / f"userhome-{name}"))
+        self.env.update(CXSYNC_HOME=str(self.home), HOME=str(tmp / f"userhome-{name}"),
+                        CLAUDE_CONFIG_DIR=str(self.claude))
         self.proc: subprocess.Popen[str] | None = None
 
     def cx(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -214,6 +215,8 @@ def test_resume_maps_a_windows_project_to_a_non_ascii_folder_and_honours_project
     here = tmp_path / "hôme" / "ada" / "src"
     a = Machine(tmp_path, "win", log)
     b = Machine(tmp_path, "linux", log, paths={"C:\\Users\\Ada\\src": str(here)})
+    del b.env["CLAUDE_CONFIG_DIR"]  # Claude Code's default home: ~/.claude
+    claude_b = Path(b.env["HOME"]) / ".claude"
     sid = T.uid()
     cwd = "C:\\Users\\Ada\\src\\app 🚀"
     src = T.write(T.session_file(a.claude, sid, "C--Users-Ada-src-app---"),
@@ -223,13 +226,13 @@ def test_resume_maps_a_windows_project_to_a_non_ascii_folder_and_honours_project
     a.js("sync", "--once")
     b.js("sync", "--once")
     got = b.js("resume", sid)
-    expected = b.claude / "projects" / (_slug(str(tmp_path)) + "-h-me-ada-src-app---") / f"{sid}.jsonl"
+    expected = claude_b / "projects" / (_slug(str(tmp_path)) + "-h-me-ada-src-app---") / f"{sid}.jsonl"
     assert got["written"] == [str(expected)] and expected.read_bytes() == src.read_bytes()
     assert "C:\\Users\\Ada\\src →" in got["mapping"]
     other = tmp_path / "elsewhere" / "app"
     other.mkdir(parents=True)
     moved = b.js("resume", sid, "--project-dir", str(other))
-    assert moved["written"] == [str(b.claude / "projects" / _slug(str(other)) / f"{sid}.jsonl")]
+    assert moved["written"] == [str(claude_b / "projects" / _slug(str(other)) / f"{sid}.jsonl")]
     assert "--project-dir" in moved["mapping"]
 
 
