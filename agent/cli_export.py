@@ -271,7 +271,9 @@ def register(main: click.Group) -> None:
 
 def _write_file(dest: Path, data: bytes) -> None:
     """A private file (0600), written whole then moved into place."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    from cxsync.agent.writeback import private_dirs
+
+    private_dirs(dest.parent)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:

@@ -63,10 +63,28 @@ def _offset_row(tmp: Path, dest: Path, kind: str, session: str, size: int) -> di
             "size": s.size, "mtime": s.mtime, "status": "active"}
 
 
+def private_dirs(folder: Path) -> None:
+    """Create ``folder`` and any missing parent, each private (0700); existing folders are left as they are."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for d in reversed(missing):
+        d.mkdir(mode=0o700, exist_ok=True)
+
+
 def write_captured(cache: Cache, dest: Path, data: bytes, kind: str, session: str) -> None:
-    """Write ``data`` at ``dest`` (never over an existing file) and record it in the cache as fully read."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.cxsync-tmp")
+    """Write ``data`` at ``dest`` (never over an existing file) and record it in the cache as fully read.
+
+    Crash-only: killed before the link, the offset row names a file that is not there (a later write replaces
+    the row; a different file appearing there has another inode and is read from its start) and the hidden
+    temporary file is removed by the next write to ``dest``."""
+    import secrets
+
+    private_dirs(dest.parent)
+    for stale in dest.parent.glob(f".{dest.name}.*.cxsync-tmp"):
+        stale.unlink(missing_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.cxsync-tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as fh:
