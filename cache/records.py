@@ -8,6 +8,7 @@ layout, so a change to how records are stored changes one place.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -52,9 +53,10 @@ def _decoded(conn: apsw.Connection, column: str, value: Any) -> ev.ContextEvent:
 
 def _verbatim_sources(conn: apsw.Connection, session: str) -> Iterator[tuple[int, int, str, str]]:
     """(line, order within the line, raw text, capturing machine) of every record held for ``session``."""
-    for event_id, machine in conn.execute("SELECT event_id, coalesce(machine, '') FROM messages WHERE session_id=?",
-                                          (session,)).fetchall():
-        d = _decoded(conn, "event_id", event_id).data
+    for payload, machine in conn.execute(
+            "SELECT e.payload, coalesce(m.machine, '') FROM messages m JOIN events e ON e.event_id = m.event_id"
+            " WHERE m.session_id=?", (session,)):
+        d = ev.decode(bytes(payload)).data
         for i, (raw, line) in enumerate(zip(d.get("records") or [], d.get("lines") or [])):
             yield int(line), i, str(raw), str(machine)
     wanted: dict[int, dict[str, int]] = {}
@@ -77,15 +79,21 @@ def transcript(conn: apsw.Connection, session: str) -> Transcript:
     machines make up one file.  Where two machines hold different text for one line (an unrelated file of the
     same id), the machine holding most of the session wins that line and the other is counted as a conflict.
     """
+    sources = list(_verbatim_sources(conn, session))
+    out = Transcript(session)
+    if len({s[3] for s in sources}) <= 1:  # the usual case, one capturing machine: sort and group
+        sources.sort(key=lambda s: (s[0], s[1]))
+        for line, group in itertools.groupby(sources, key=lambda s: s[0]):
+            out.lines.append((line, [s[2] for s in group]))
+        return out
     by_line: dict[int, dict[str, list[tuple[int, str]]]] = {}
     per_machine: dict[str, int] = {}
-    for line, order, raw, machine in _verbatim_sources(conn, session):
+    for line, order, raw, machine in sources:
         by_line.setdefault(line, {}).setdefault(machine, []).append((order, raw))
     for held in by_line.values():
         for machine in held:
             per_machine[machine] = per_machine.get(machine, 0) + 1
     rank = sorted(per_machine, key=lambda m: (-per_machine[m], m))
-    out = Transcript(session)
     for line in sorted(by_line):
         held = by_line[line]
         first = next(m for m in rank if m in held)
