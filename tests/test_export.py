@@ -176,6 +176,21 @@ def test_resume_on_b_writes_where_claude_code_looks_and_the_running_agent_does_n
         assert b.count("SELECT offset FROM files WHERE path=?", str(dest)) == dest.stat().st_size
         again = b.cx("resume", sid)
         assert again.returncode == 0 and "already there, identical" in again.stdout
+
+        # a session with subagents, into a folder given on the command line
+        big = "ae4a77f8-aedd-4bc1-888f-c94edc91af04"
+        here = tmp / "work" / "spotter-4te"
+        here.mkdir(parents=True)
+        events = b.count("SELECT count(*) FROM events")
+        got = b.js("resume", big, "--project-dir", str(here))
+        folder = b.claude / "projects" / _slug(str(here))
+        original = next(a.claude.glob(f"projects/*/{big}.jsonl"))
+        assert sorted(got["written"]) == sorted(str(folder / p.relative_to(original.parent))
+                                                for p in [original, *original.with_suffix("").rglob("*.jsonl")])
+        for p in [original, *original.with_suffix("").rglob("*.jsonl")]:
+            assert (folder / p.relative_to(original.parent)).read_bytes() == p.read_bytes()
+        b.settle()
+        assert b.count("SELECT count(*) FROM events") == events + 2
     finally:
         b.stop()
 
