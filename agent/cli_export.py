@@ -29,13 +29,24 @@ def _write_stdout(data: bytes) -> None:
     sys.stdout.buffer.flush()
 
 
+def _say(text: str, err: bool = False) -> None:
+    """A line for the person at the terminal: names from transcripts and other machines show, never steer."""
+    from cxsync.agent.render import visible
+
+    click.echo(visible(text), err=err)
+
+
 def _root_session(cache: Any, session: str) -> tuple[str, dict[str, Any]]:
+    from cxsync.cache.records import safe_name
+
     sid = cache.resolve_session(session)
     row = cache.conn.execute("SELECT root_session, project, title, first_prompt, source_file, machine"
                              " FROM sessions WHERE session_id=?", (sid,)).fetchone()
     if row is None or row[0] != sid:
         root = row[0] if row else "?"
         raise UsageError(f"{sid} is a subagent of session {root}", f"use the parent session: {root}")
+    if not safe_name(f"{sid}.jsonl"):
+        raise CxError(f"session id {sid!r} cannot be a file name here")
     return sid, {"project": row[1], "title": row[2], "first_prompt": row[3], "source_file": row[4],
                  "machine": row[5]}
 
@@ -54,11 +65,11 @@ def _check_held(sid: str, files: list[Any], transcripts: dict[str, Any]) -> None
 def _warn_missing(transcripts: dict[str, Any]) -> None:
     for sid, tr in transcripts.items():
         if tr.conflicts:
-            click.echo(f"note: {tr.conflicts} line(s) of {sid} are held differently by another machine's file of"
-                       " the same session id: the lines of the machine holding most of it are used", err=True)
+            _say(f"note: {tr.conflicts} line(s) of {sid} are held differently by another machine's file of"
+                 " the same session id: the lines of the machine holding most of it are used", err=True)
         if tr.missing:
-            click.echo(f"note: {len(tr.missing)} line(s) of {sid} are not held (blank, unreadable, or first"
-                       " captured in another session's file): they are left out", err=True)
+            _say(f"note: {len(tr.missing)} line(s) of {sid} are not held (blank, unreadable, or first"
+                 " captured in another session's file): they are left out", err=True)
 
 
 def _projects_dir(cfg: Any) -> Path:
@@ -130,7 +141,7 @@ def register(main: click.Group) -> None:
                 dest = main_path if f.kind == "main" else (
                     base.joinpath(*f.relpath[1:]) if f.relpath[0] == sid else main_path.parent.joinpath(*f.relpath))
                 _write_file(dest, transcripts[f.session].to_bytes())
-                click.echo(str(dest), err=True)
+                _say(str(dest), err=True)
             return
         from cxsync.agent import render
 
@@ -146,7 +157,7 @@ def register(main: click.Group) -> None:
             return
         dest = output / f"{sid}.{'md' if fmt == 'markdown' else 'html'}" if to_dir else output
         _write_file(dest, text.encode())
-        click.echo(str(dest), err=True)
+        _say(str(dest), err=True)
 
     agent_resume = main.commands.get("resume")  # `cxsync resume` without SESSION: resume the paused agent
 
@@ -220,7 +231,7 @@ def register(main: click.Group) -> None:
         for p in outcome.unchanged:
             click.echo(f"already there, identical: {visible(str(p.dest))}")
         if as_copy:
-            click.echo(f"copy of session {sid} under the new id {new_id}")
+            _say(f"copy of session {sid} under the new id {new_id}")
         click.echo(f"\nto continue it:\n  {visible(command)}")
 
     @main.command()
@@ -264,7 +275,7 @@ def register(main: click.Group) -> None:
         if mains:
             click.echo("\nto continue one of them, from its project folder:")
             for s in mains:
-                click.echo(f"  claude --resume {s}")
+                _say(f"  claude --resume {s}")
         if not restored and not skipped:
             click.echo("no deleted transcripts to restore" + (f" since {since}" if since else ""))
 

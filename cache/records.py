@@ -8,6 +8,7 @@ layout, so a change to how records are stored changes one place.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -118,15 +119,24 @@ def _split(path: str) -> list[str]:
     return [p for p in path.replace("\\", "/").split("/") if p]
 
 
+def safe_name(name: str) -> bool:
+    """Whether ``name`` (from another machine's events) can be one path component here: nothing that climbs
+    out of the folder, names a drive or a separator, or hides a control character."""
+    return (name not in ("", ".", "..") and not any(c in name for c in '/\\:') and name.isprintable()
+            and len(name.encode("utf-8", "surrogatepass")) <= 255)
+
+
 def _relpath(root: str, session: str, agent_id: str | None, source: str | None) -> tuple[tuple[str, ...], str]:
     """Where a subagent file goes below the project folder: as it was on the capturing machine."""
     parts = _split(source) if source else []
-    if root in parts[:-1]:
+    if root in parts[:-1] and all(safe_name(p) for p in parts[parts.index(root):]):
         return tuple(parts[parts.index(root):]), "subagent"
-    name = parts[-1] if parts and parts[-1].endswith(".jsonl") else None
-    agent = agent_id or session.rpartition(":agent-")[2]
+    name = parts[-1] if parts and parts[-1].endswith(".jsonl") and safe_name(parts[-1]) else None
     if name and name.startswith("agent-"):  # 2.0.x: flat beside the main file
         return (name,), "agent-flat"
+    agent = agent_id or session.rpartition(":agent-")[2]
+    if not safe_name(f"agent-{agent}.jsonl"):
+        agent = hashlib.sha256(session.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     return (root, "subagents", f"agent-{agent}.jsonl"), "subagent"
 
 

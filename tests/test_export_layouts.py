@@ -64,3 +64,18 @@ def test_markdown_and_html_to_a_folder(tmp_path: Path, claude_home: Path) -> Non
         assert r.returncode == 0, r.stderr
         page = (tmp_path / f"{SID}.{ext}").read_text()
         assert "what is a monad" in page and marker in page
+
+
+def test_names_from_other_machines_never_climb_out_of_the_folder() -> None:
+    from cxsync.cache.records import _relpath, safe_name
+
+    assert safe_name("ae4a77f8-aedd-4bc1-888f-c94edc91af04.jsonl") and safe_name("agent-é🚀.jsonl")
+    for bad in ("..", ".", "", "a/b", "a\\b", "C:", "x\x1b[2J", "n" * 300):
+        assert not safe_name(bad), bad
+    root = "s1"
+    assert _relpath(root, "s1:agent-x", "x", "/h/p/s1/subagents/agent-x.jsonl") == (
+        ("s1", "subagents", "agent-x.jsonl"), "subagent")
+    rel, kind = _relpath(root, "s1:agent-x", "x", "/h/p/s1/../../../etc/agent-x.jsonl")
+    assert ".." not in rel and rel[0] in ("s1", "agent-x.jsonl")
+    rel, _ = _relpath(root, "s1:agent-../../x", "../../x", None)
+    assert rel[:2] == ("s1", "subagents") and safe_name(rel[2])
