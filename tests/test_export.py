@@ -277,3 +277,30 @@ def test_restore_brings_back_deleted_transcripts_without_recapturing(tmp_path: P
         assert m.js("restore", "--deleted") == {"restored": [], "skipped": []}
     finally:
         m.stop()
+
+
+def test_a_session_continued_after_resume_exports_as_the_file_claude_code_grew(tmp_path: Path) -> None:
+    log = tmp_path / "log.db"
+    a, b = Machine(tmp_path, "laptop", log), Machine(tmp_path, "desktop", log)
+    sid = T.uid()
+    src = T.write(T.session_file(a.claude, sid), [T.user(sid, "started on the laptop"),
+                                                  *T.assistant_lines(sid, [T.text("laptop answer")])])
+    a.js("import")
+    a.js("sync", "--once")
+    b.js("sync", "--once")
+    b.start()
+    try:
+        b.settle()
+        dest = Path(b.js("resume", sid)["written"][0])
+        more = [T.user(sid, "continued on the desktop"), *T.assistant_lines(sid, [T.text("desktop answer")])]
+        T.write(dest, more, mode="ab")
+        wait_until(lambda: b.count("SELECT count(*) FROM messages WHERE session_id=?", sid) == 4, 30,
+                   interval=0.1, what="continuation captured")
+        assert b.count("SELECT count(*) FROM messages WHERE session_id=? AND machine='desktop'", sid) == 2
+        assert b.cx_bytes("export", sid) == dest.read_bytes()
+        assert dest.read_bytes().startswith(src.read_bytes())
+    finally:
+        b.stop()
+    b.js("sync", "--once")
+    a.js("sync", "--once")
+    assert a.cx_bytes("export", sid) == dest.read_bytes()  # the laptop holds the whole, grown file too
