@@ -163,6 +163,8 @@ def markdown_text(text: str) -> str:
                 fence = None
         else:
             out.append(_escape_prose(line))
+    if fence is not None:  # an unclosed fence would swallow the rest of the document
+        out.append(fence)
     return "\n".join(out)
 
 

@@ -79,3 +79,13 @@ def test_names_from_other_machines_never_climb_out_of_the_folder() -> None:
     assert ".." not in rel and rel[0] in ("s1", "agent-x.jsonl")
     rel, _ = _relpath(root, "s1:agent-../../x", "../../x", None)
     assert rel[:2] == ("s1", "subagents") and safe_name(rel[2])
+
+
+def test_an_unclosed_code_fence_in_an_answer_stays_inside_it() -> None:
+    from markdown_it import MarkdownIt
+
+    from cxsync.agent.render import Conversation, Item, to_markdown
+
+    conv = Conversation("t", "s", None, [Item("answer", "look:\n```python\nx = 1"), Item("prompt", "next <b>q</b>")])
+    html = MarkdownIt("commonmark").render(to_markdown(conv))
+    assert "<h2>User" in html and "next &lt;b&gt;q&lt;/b&gt;" in html  # a heading again, the tag as text
