@@ -69,6 +69,21 @@ def _blocks(content: Any) -> list[Any]:
     return content if isinstance(content, list) else []
 
 
+_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+
+
+def _image(block: dict[str, Any], at: str | None, uid: str | None, side: bool) -> Item:
+    """An inline image, kept only when it is what it says: a known image type and clean base64 (it becomes a
+    ``data:`` URL, the one kind of source the page's content policy admits)."""
+    src = block.get("source")
+    media = src.get("media_type") if isinstance(src, dict) else None
+    data = src.get("data") if isinstance(src, dict) else None
+    if media in _IMAGE_TYPES and isinstance(data, str) and _BASE64.fullmatch(data):
+        return Item("image", data, at, uid, name=str(media), sidechain=side)
+    return Item("image", "", at, uid, name="unsupported image", sidechain=side)
+
+
 def conversation(records: Iterable[str], *, title: str, session: str, project: str | None) -> Conversation:
     """The readable conversation in a file's records (raw JSON lines, in file order)."""
     conv = Conversation(title, session, project)
@@ -125,8 +140,7 @@ def conversation(records: Iterable[str], *, title: str, session: str, project: s
                     conv.items.append(Item("result", text, at, uid, is_error=bool(b.get("is_error")),
                                            sidechain=side))
             elif t == "image":
-                conv.items.append(Item("prompt" if rtype == "user" else "answer", "[image]", at, uid,
-                                       sidechain=side))
+                conv.items.append(_image(b, at, uid, side))
     return conv
 
 
@@ -187,6 +201,8 @@ def _md_items(conv: Conversation, level: int) -> list[str]:
         side = " (sidechain)" if it.sidechain else ""
         if it.kind in ("prompt", "answer"):
             out.append(f"{h} {_LABEL[it.kind]}{side}{when}\n\n{markdown_text(it.text)}\n")
+        elif it.kind == "image":
+            out.append(f"*[{it.name}, {len(it.text) * 3 // 4} bytes]*\n")
         elif it.kind == "compact":
             out.append("---\n\n*conversation compacted*\n")
         elif it.kind == "tool":

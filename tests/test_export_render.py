@@ -242,3 +242,36 @@ def test_jsonl_to_a_terminal_never_carries_control_sequences(hostile_home: Path)
     assert "raw \u241b[2J escape".encode() in got
     piped = cx(hostile_home, "export", "5a5a5a5a")
     assert b"raw \x1b[2J escape" in piped.stdout  # to a pipe or a file: the bytes as captured
+
+
+@needs_chromium
+def test_pasted_images_show_and_nothing_else_passes_for_one(tmp_path: Path, claude_home: Path) -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (300, 150), (220, 20, 20)).save(buf, "PNG")
+    png = base64.b64encode(buf.getvalue()).decode()
+    sid = "5a5a5a5a-0000-4000-8000-000000000002"
+    blocks = [{"type": "text", "text": "what is in this picture"},
+              {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png}},
+              {"type": "image", "source": {"type": "base64", "media_type": "text/html",
+                                           "data": base64.b64encode(b"<script>alert(1)</script>").decode()}},
+              {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "x\" onerror=\"y"}}]
+    T.write(T.session_file(claude_home, sid), [{**T.env(sid), "type": "user",
+                                                "message": {"role": "user", "content": blocks}}])
+    h = tmp_path / "cxh"
+    assert cx(h, "import", "--root", str(claude_home)).returncode == 0
+    out = tmp_path / "i.html"
+    assert cx(h, "export", sid, "--format", "html", "-o", str(out)).returncode == 0
+    dom = browser(tmp_path, "--dump-dom", out.as_uri()).stdout.decode()
+    assert dom.count("<img") == 1 and 'src="data:image/png;base64,' in dom and "onerror" not in dom
+    assert dom.count("[unsupported image]") == 2
+    shot = tmp_path / "i.png"
+    assert browser(tmp_path, f"--screenshot={shot}", "--window-size=1000,800", out.as_uri()).returncode == 0
+    red = sum(1 for p in rgb(Image.open(shot).convert("RGB")) if p[0] > 200 and p[1] < 60 and p[2] < 60)
+    assert red > 300 * 150 * 0.8  # the picture itself is on the page
+    md = cx(h, "export", sid, "--format", "markdown").stdout.decode()
+    assert "*[image/png," in md and png not in md
