@@ -238,9 +238,10 @@ def register(main: click.Group) -> None:
     @click.option("--deleted", is_flag=True, required=True,
                   help="Bring back the transcripts this machine captured that have since been deleted.")
     @click.option("--since", help="Only files deleted since: 2h, 3d, 1w or an ISO date.")
+    @click.option("--dry-run", is_flag=True, help="Say what would be restored; write nothing.")
     @click.option("--json", "as_json", is_flag=True)
     @click.pass_obj
-    def restore(obj: Ctx, deleted: bool, since: str | None, as_json: bool) -> None:
+    def restore(obj: Ctx, deleted: bool, since: str | None, dry_run: bool, as_json: bool) -> None:
         """Bring back transcripts that Claude Code's clean-up (or anyone) deleted, from the cache."""
         from cxsync.agent import app, writeback
         from cxsync.cache.records import SessionFile, deleted_files, transcript
@@ -259,16 +260,17 @@ def register(main: click.Group) -> None:
                     skipped.append({"path": row["path"], "why": "no lines of it are held"})
                     continue
                 sf = SessionFile(row["session"], row["kind"] or "main", (path.name,), None, row["path"])
-                writeback.write_captured(cache, path, tr.to_bytes(), sf.kind, sf.session)
+                if not dry_run:
+                    writeback.write_captured(cache, path, tr.to_bytes(), sf.kind, sf.session)
                 restored.append({"path": row["path"], "session": row["session"], "kind": sf.kind,
                                  "deleted_at": row["deleted_at"], "missing_lines": len(tr.missing)})
         if as_json:
-            emit_json({"restored": restored, "skipped": skipped})
+            emit_json({"restored": restored, "skipped": skipped, "dry_run": dry_run})
             return
         from cxsync.agent.render import visible
 
         for r in restored:
-            click.echo(f"restored {visible(r['path'])}")
+            click.echo(f"{'would restore' if dry_run else 'restored'} {visible(r['path'])}")
         for s in skipped:
             click.echo(f"skipped {visible(s['path'])}: {s['why']}")
         mains = [r["session"] for r in restored if r["kind"] == "main"]

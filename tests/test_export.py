@@ -267,6 +267,8 @@ def test_restore_brings_back_deleted_transcripts_without_recapturing(tmp_path: P
                    what="deletions noticed")
         assert m.js("restore", "--deleted", "--since", "2999-01-01")["restored"] == []
         events = m.count("SELECT count(*) FROM events")
+        dry = m.js("restore", "--deleted", "--dry-run")
+        assert len(dry["restored"]) == 2 and dry["dry_run"] and not any(p.exists() for p in kept)
         got = m.js("restore", "--deleted", "--since", "1h")
         assert sorted(r["path"] for r in got["restored"]) == sorted(str(p) for p in kept)
         for p, data in kept.items():
@@ -274,7 +276,7 @@ def test_restore_brings_back_deleted_transcripts_without_recapturing(tmp_path: P
         m.settle()
         assert m.count("SELECT count(*) FROM events") == events + 2
         assert m.count("SELECT count(*) FROM files WHERE status='deleted'") == 0
-        assert m.js("restore", "--deleted") == {"restored": [], "skipped": []}
+        assert m.js("restore", "--deleted") == {"restored": [], "skipped": [], "dry_run": False}
     finally:
         m.stop()
 
