@@ -117,13 +117,12 @@ def register(main: click.Group) -> None:
         """Write a session out: its transcript lines byte for byte (jsonl, subagents into SESSION/subagents/),
         or a readable Markdown or HTML conversation."""
         from cxsync.agent.cli_query import open_for_reading
-        from cxsync.cache.records import session_files, transcript
+        from cxsync.cache.records import read_session
 
         cfg = obj.config()
         with open_for_reading(cfg) as cache:
             sid, info = _root_session(cache, session)
-            files = session_files(cache.conn, sid)
-            transcripts = {f.session: transcript(cache.conn, f.session) for f in files}
+            files, transcripts = read_session(cache.conn, sid)
         _check_held(sid, files, transcripts)
         _warn_missing(transcripts)
         output = Path(output_arg) if output_arg else None
@@ -182,13 +181,12 @@ def register(main: click.Group) -> None:
         obj: Ctx = ctx.obj
         from cxsync.agent import app, writeback
         from cxsync.agent.claude_paths import project_folder
-        from cxsync.cache.records import SessionFile, session_files, transcript
+        from cxsync.cache.records import SessionFile, read_session
 
         cfg = obj.config()
         with app.writable_cache(cfg) as cache:
             sid, info = _root_session(cache, session)
-            files = session_files(cache.conn, sid)
-            transcripts = {f.session: transcript(cache.conn, f.session) for f in files}
+            files, transcripts = read_session(cache.conn, sid)
             _check_held(sid, files, transcripts)
             project, how = _target_project(cfg, info, project_dir)
             projects = _projects_dir(cfg)

@@ -169,3 +169,12 @@ def deleted_files(conn: apsw.Connection, since: str | None = None) -> list[dict[
         args = (since,)
     return [{"path": p, "kind": k, "session": s, "deleted_at": u}
             for p, k, s, u in conn.execute(sql + " ORDER BY path", args)]
+
+
+def read_session(conn: apsw.Connection, root: str) -> tuple[list[SessionFile], dict[str, Transcript]]:
+    """The files of a conversation and their lines, read in one transaction: a consistent snapshot even while
+    the agent is capturing more of it."""
+    with conn:
+        files = session_files(conn, root)
+        lines = {f.session: transcript(conn, f.session) for f in files}
+    return files, lines
