@@ -4,6 +4,7 @@ machine) and ``restore --deleted`` (transcripts Claude Code's clean-up removed).
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sys
 import uuid
@@ -193,8 +194,10 @@ def register(main: click.Group) -> None:
             if project is not None:
                 folder = project_folder(projects, project)
             else:
+                # no project path: the folder it was captured from, when that is a slug (and nothing else)
                 src = [p for p in (info.get("source_file") or "").replace("\\", "/").split("/") if p]
-                folder = projects / (src[-2] if len(src) >= 2 else "-unknown")
+                slug = src[-2] if len(src) >= 2 and re.fullmatch(r"[A-Za-z0-9-]{1,255}", src[-2]) else "-unknown"
+                folder = projects / slug
             new_id = str(uuid.uuid4()) if as_copy else sid
             planned = []
             for f in files:

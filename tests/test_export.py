@@ -306,3 +306,18 @@ def test_a_session_continued_after_resume_exports_as_the_file_claude_code_grew(t
     b.js("sync", "--once")
     a.js("sync", "--once")
     assert a.cx_bytes("export", sid) == dest.read_bytes()  # the laptop holds the whole, grown file too
+
+
+def test_resume_without_a_recorded_project_keeps_the_captured_folder(tmp_path: Path) -> None:
+    log = tmp_path / "log.db"
+    a, b = Machine(tmp_path, "laptop", log), Machine(tmp_path, "desktop", log)
+    sid = T.uid()
+    src = a.claude / "projects" / "-unknown" / f"{sid}.jsonl"
+    src.parent.mkdir(parents=True)
+    src.write_bytes(b'{"type":"summary","summary":"a title only","leafUuid":"x"}\n')
+    a.js("import")
+    a.js("sync", "--once")
+    b.js("sync", "--once")
+    got = b.js("resume", sid)
+    assert got["written"] == [str(b.claude / "projects" / "-unknown" / f"{sid}.jsonl")]
+    assert "not recorded" in got["mapping"] and got["command"] == f"claude --resume {sid}"
