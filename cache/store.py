@@ -7,7 +7,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import orjson
 
@@ -43,11 +43,13 @@ class OutboxRow:
 
 
 class Cache(_search.Queries):
-    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False, route: Router | None = None):
+    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False, route: Router | None = None,
+                 transform: Callable[[ev.ContextEvent], ev.ContextEvent] | None = None):
         self.path = Path(path)
         self.readonly = readonly
         self.conn = connect(self.path, readonly=readonly)
         self.route = route
+        self.transform = transform  # applied to local events before they are stored (e.g. redaction)
         self._lock = threading.RLock()  # one writer connection, shared by the agent's threads
 
     def close(self) -> None:
@@ -65,6 +67,8 @@ class Cache(_search.Queries):
               files: Sequence[Mapping[str, Any]] = (), cursor: tuple[str, bytes] | None = None,
               payloads: Mapping[str, bytes] | None = None) -> ApplyResult:
         """Apply events, file offsets and a stream cursor in ONE transaction: all of it lands or none."""
+        if origin == "local" and self.transform is not None:
+            events = [self.transform(e) for e in events]
         with self._lock, self.conn:
             res = apply_in_tx(self.conn, events, origin, self.route if origin == "local" else None, payloads)
             for f in files:
@@ -227,6 +231,7 @@ class Cache(_search.Queries):
         return out
 
 
-def open_cache(path: str | os.PathLike[str], *, readonly: bool = False, route: Router | None = None) -> Cache:
+def open_cache(path: str | os.PathLike[str], *, readonly: bool = False, route: Router | None = None,
+               transform: Callable[[ev.ContextEvent], ev.ContextEvent] | None = None) -> Cache:
     """Open (creating and migrating when writable) the cache database at ``path``."""
-    return Cache(path, readonly=readonly, route=route)
+    return Cache(path, readonly=readonly, route=route, transform=transform)
