@@ -23,7 +23,9 @@ def writable_cache(cfg: Config, path: Path | None = None) -> Any:
     cfg.paths.ensure()
     transform = None
     if cfg.redact.local:
-        from cxsync.sync.redact import redact_event as transform
+        from cxsync.sync.redact import redact_event
+
+        transform = redact_event
     return open_cache(path or cfg.paths.cache_db, route=lambda e: route(e, publish), transform=transform)
 
 

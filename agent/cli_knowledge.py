@@ -39,8 +39,8 @@ def register(main: click.Group) -> None:
         if as_json:
             emit_json({"file": str(check), "findings": findings})
             return
-        for f in findings:
-            click.echo(f"{check}:{f['line']}: {f['kind']} → {f['placeholder']}  {f['context']}")
-        kinds = sorted({f["kind"] for f in findings})
+        for item in findings:
+            click.echo(f"{check}:{item['line']}: {item['kind']} → {item['placeholder']}  {item['context']}")
+        kinds = sorted({item["kind"] for item in findings})
         click.echo(f"{len(findings)} secret(s) would be redacted" + (f" ({', '.join(kinds)})" if kinds else ""),
                    err=True)
