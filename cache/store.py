@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+import apsw
 import orjson
 
 from cxsync.cache.apply import ApplyResult, Router, apply_in_tx
@@ -78,6 +80,13 @@ class Cache(_search.Queries):
                     "INSERT INTO cursors(stream, cursor, updated_at) VALUES (?,?,?) ON CONFLICT(stream) DO UPDATE"
                     " SET cursor=excluded.cursor, updated_at=excluded.updated_at", (cursor[0], cursor[1], now_iso()))
         return res
+
+    @contextmanager
+    def transaction(self) -> Iterator[apsw.Connection]:
+        """The writer connection inside one transaction, serialised with the other threads' writes: for the
+        cache's derived, local-only tables (what ``apply`` does not own)."""
+        with self._lock, self.conn:
+            yield self.conn
 
     def _save_file(self, f: Mapping[str, Any]) -> None:
         row = {c: f.get(c) for c in FILE_COLS}
