@@ -26,7 +26,7 @@ _DECIDED = re.compile(
     r"(?i)\b(let'?s go with|let us go with|let'?s use|we(?:'ve| have)? decided(?: to| on)?|i(?:'ve| have)? decided"
     r"(?: to| on)?|decided to go with|we(?:'ll| will) go with|i(?:'ll| will) go with|we(?:'re| are) going with|"
     r"going with \S+(?: \S+)? (?:over|instead of)|we chose|i chose|we(?:'ve| have)? opted for|"
-    r"(?:the )?decision(?: is|:)|settled on)\b")
+    r"(?:the )?decision(?: is|:)|settled on)(?!\w)")
 # Not a decision: a question, a condition, an option weighed, or something reported about others.
 _NOT_DECIDED = re.compile(r"(?i)\b(should we|shall we|could we|would you|do you want|if we|whether to|"
                           r"or should|maybe|might|could go with|not sure|haven'?t decided|undecided|"
@@ -38,9 +38,9 @@ _SENTENCE = re.compile(r"[^.!?\n]+[.!?]?")
 # An error a command printed (not a tool used wrongly: those are the model's slips, not the project's errors).
 _ERROR = re.compile(r"Traceback \(most recent call last\)|^\s*\w*(?:Error|Exception)\b[:(]|^\s*error(?:\[\w+\])?:|"
                     r"\bFAILED\b|^FAIL\b|npm ERR!|\bpanic:|\*\* \(\w+Error\)|failed with exit code|Exit code [1-9]"
-                    r"|\b\d+ (?:failed|errors?)\b|command not found", re.MULTILINE)
+                    r"|\b[1-9]\d* (?:failed|errors?)\b|command not found", re.MULTILINE)
 _ERROR_LINE = re.compile(r"^\s*(?:[\w.]*(?:Error|Exception)\b.*|error(?:\[\w+\])?:.*|.*\bFAILED\b.*|\*\* \(\w+Error\).*"
-                         r"|.*\bpanic:.*|.*npm ERR!.*|.*command not found.*|.*\d+ (?:failed|errors?)\b.*)$",
+                         r"|.*\bpanic:.*|.*npm ERR!.*|.*command not found.*|.*\b[1-9]\d* (?:failed|errors?)\b.*)$",
                          re.MULTILINE)
 _EDIT_TOOLS = ("Edit", "Write", "MultiEdit", "NotebookEdit")
 _TOOL_USE = re.compile(r"\[tool_use (\w+)\] (\{.*?)(?=\n\n\[tool_use |\Z)", re.DOTALL)

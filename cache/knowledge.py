@@ -105,6 +105,10 @@ def item_ids(conn: apsw.Connection, ids: Sequence[str]) -> set[str]:
 
 
 def session_item_ids(conn: apsw.Connection, me: str, session_prefix: str) -> list[str]:
-    return [r[0] for r in conn.execute("SELECT knowledge_id FROM knowledge WHERE user_id = ? AND session_id >= ?"
-                                       " AND session_id < ? ORDER BY knowledge_id",
-                                       (me, session_prefix, session_prefix + "\U0010ffff"))]
+    """The ids of this user's items from the one session ``session_prefix`` names (a prefix of two is an error)."""
+    rows = conn.execute("SELECT session_id, knowledge_id FROM knowledge WHERE user_id = ? AND session_id >= ?"
+                        " AND session_id < ? ORDER BY knowledge_id",
+                        (me, session_prefix, session_prefix + "\U0010ffff")).fetchall()
+    if len({s for s, _ in rows}) > 1:
+        raise UsageError(f"session prefix {session_prefix!r} is ambiguous", "give more characters of the id")
+    return [str(k) for _, k in rows]
