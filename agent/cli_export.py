@@ -68,6 +68,9 @@ def _warn_missing(transcripts: dict[str, Any]) -> None:
         if tr.conflicts:
             _say(f"note: {tr.conflicts} line(s) of {sid} are held differently by another machine's file of"
                  " the same session id: the lines of the machine holding most of it are used", err=True)
+        if tr.redacted:
+            _say(f"note: {tr.redacted} line(s) of {sid} had secrets replaced by placeholders before they left the"
+                 " machine that captured them: those lines differ from the original file", err=True)
         if tr.missing:
             _say(f"note: {len(tr.missing)} line(s) of {sid} are not held (blank, unreadable, or first"
                  " captured in another session's file): they are left out", err=True)

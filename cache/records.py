@@ -26,6 +26,7 @@ class Transcript:
     session: str
     lines: list[tuple[int, list[str]]] = field(default_factory=list)
     conflicts: int = 0  # lines another machine's file of the same session id holds differently: left out
+    redacted: int = 0  # lines from events whose secrets were redacted before they left the capturing machine
 
     @property
     def missing(self) -> list[int]:
@@ -52,14 +53,16 @@ def _decoded(conn: apsw.Connection, column: str, value: Any) -> ev.ContextEvent:
     return ev.decode(bytes(blob[0]))
 
 
-def _verbatim_sources(conn: apsw.Connection, session: str) -> Iterator[tuple[int, int, str, str]]:
-    """(line, order within the line, raw text, capturing machine) of every record held for ``session``."""
+def _verbatim_sources(conn: apsw.Connection, session: str) -> Iterator[tuple[int, int, str, str, bool]]:
+    """(line, order within the line, raw text, capturing machine, redacted) of every record held for
+    ``session``; ``redacted``: its event had secrets replaced (sync.redact) before it left that machine."""
     for payload, machine in conn.execute(
             "SELECT e.payload, coalesce(m.machine, '') FROM messages m JOIN events e ON e.event_id = m.event_id"
             " WHERE m.session_id=?", (session,)):
         d = ev.decode(bytes(payload)).data
+        redacted = bool(d.get("redacted"))
         for i, (raw, line) in enumerate(zip(d.get("records") or [], d.get("lines") or [])):
-            yield int(line), i, str(raw), str(machine)
+            yield int(line), i, str(raw), str(machine), redacted
     wanted: dict[int, dict[str, int]] = {}
     for key, line, seq in conn.execute("SELECT key, line, event_seq FROM records WHERE session_id=?",
                                        (session,)).fetchall():
@@ -67,9 +70,10 @@ def _verbatim_sources(conn: apsw.Connection, session: str) -> Iterator[tuple[int
             wanted.setdefault(int(str(seq)), {})[str(key)] = int(str(line))
     for seq, keys in wanted.items():
         e = _decoded(conn, "seq", seq)
+        redacted = bool(e.data.get("redacted"))
         for i, r in enumerate(e.data.get("records") or []):
             if r.get("key") in keys:
-                yield keys[r["key"]], i, str(r.get("raw", "")), e.machine
+                yield keys[r["key"]], i, str(r.get("raw", "")), e.machine, redacted
 
 
 def transcript(conn: apsw.Connection, session: str) -> Transcript:
@@ -81,7 +85,7 @@ def transcript(conn: apsw.Connection, session: str) -> Transcript:
     same id), the machine holding most of the session wins that line and the other is counted as a conflict.
     """
     sources = list(_verbatim_sources(conn, session))
-    out = Transcript(session)
+    out = Transcript(session, redacted=len({s[0] for s in sources if s[4]}))
     if len({s[3] for s in sources}) <= 1:  # the usual case, one capturing machine: sort and group
         sources.sort(key=lambda s: (s[0], s[1]))
         for line, group in itertools.groupby(sources, key=lambda s: s[0]):
@@ -89,7 +93,7 @@ def transcript(conn: apsw.Connection, session: str) -> Transcript:
         return out
     by_line: dict[int, dict[str, list[tuple[int, str]]]] = {}
     per_machine: dict[str, int] = {}
-    for line, order, raw, machine in sources:
+    for line, order, raw, machine, _ in sources:
         by_line.setdefault(line, {}).setdefault(machine, []).append((order, raw))
     for held in by_line.values():
         for machine in held:

@@ -321,3 +321,22 @@ def test_resume_without_a_recorded_project_keeps_the_captured_folder(tmp_path: P
     got = b.js("resume", sid)
     assert got["written"] == [str(b.claude / "projects" / "-unknown" / f"{sid}.jsonl")]
     assert "not recorded" in got["mapping"] and got["command"] == f"claude --resume {sid}"
+
+
+def test_lines_whose_secrets_were_redacted_before_upload_are_said_to_differ(tmp_path: Path) -> None:
+    log = tmp_path / "log.db"
+    a, b = Machine(tmp_path, "laptop", log), Machine(tmp_path, "desktop", log)
+    sid = T.uid()
+    key = "AKIA" + "Q3EGRIHDNWZ7XK2M"
+    src = T.write(T.session_file(a.claude, sid), [T.user(sid, "plain prompt"),
+                                                  T.user(sid, f"deploy with aws_access_key_id = {key}")])
+    a.js("import")
+    a.js("sync", "--once")
+    b.js("sync", "--once")
+    assert a.cx_bytes("export", sid) == src.read_bytes()  # this machine's own cache keeps the lines as they were
+    r = subprocess.run([sys.executable, "-m", "cxsync.agent", "export", sid], capture_output=True, env=b.env,
+                       timeout=60)
+    first, second = r.stdout.split(b"\n")[:2]
+    assert first + b"\n" == src.read_bytes().split(b"\n")[0] + b"\n"
+    assert key.encode() not in r.stdout and b"[REDACTED:" in second
+    assert b"1 line(s)" in r.stderr and b"secrets replaced" in r.stderr
