@@ -57,7 +57,7 @@ def _title(sid: str, info: dict[str, Any]) -> str:
     return str(title or f"Session {sid}")
 
 
-def _check_held(sid: str, files: list[Any], transcripts: dict[str, Any]) -> None:
+def _check_held(sid: str, transcripts: dict[str, Any]) -> None:
     if not transcripts[sid].lines:
         raise CxError(f"no transcript lines of session {sid} are held in this cache",
                       "its records may not have been synced here yet: run `cxsync sync --once`")
@@ -127,7 +127,7 @@ def register(main: click.Group) -> None:
         with open_for_reading(cfg) as cache:
             sid, info = _root_session(cache, session)
             files, transcripts = read_session(cache.conn, sid)
-        _check_held(sid, files, transcripts)
+        _check_held(sid, transcripts)
         _warn_missing(transcripts)
         output = Path(output_arg) if output_arg else None
         to_dir = output is not None and (output.is_dir() or str(output_arg).endswith(("/", os.sep)))
@@ -191,7 +191,7 @@ def register(main: click.Group) -> None:
         with app.writable_cache(cfg) as cache:
             sid, info = _root_session(cache, session)
             files, transcripts = read_session(cache.conn, sid)
-            _check_held(sid, files, transcripts)
+            _check_held(sid, transcripts)
             project, how = _target_project(cfg, info, project_dir)
             projects = _projects_dir(cfg)
             if project is not None:
@@ -210,7 +210,7 @@ def register(main: click.Group) -> None:
                     data = writeback.renamed_copy(data, sid, new_id)
                     rel = tuple(p.replace(sid, new_id) if i == 0 else p for i, p in enumerate(f.relpath))
                     f = SessionFile(f.session.replace(sid, new_id, 1), f.kind, rel, f.agent_id, f.source_file)
-                planned.append(writeback.plan_file(f, folder.joinpath(*f.relpath), tr, data))
+                planned.append(writeback.plan_file(f, folder.joinpath(*f.relpath), data))
             clash = [p for p in planned if p.state == "different"]
             if clash:
                 raise writeback.DestinationExists(

@@ -16,7 +16,7 @@ from typing import Any
 
 from cxsync.agent.tailer import tail
 from cxsync.cache import Cache
-from cxsync.cache.records import SessionFile, Transcript
+from cxsync.cache.records import SessionFile
 from cxsync.sync.errors import CxError
 
 
@@ -29,7 +29,6 @@ class Planned:
     file: SessionFile
     dest: Path
     data: bytes
-    missing: int  # lines the cache does not hold (see Transcript.missing)
     state: str = "new"  # new | same (already there, identical) | different (a file we must not overwrite)
 
 
@@ -39,14 +38,14 @@ class Outcome:
     unchanged: list[Planned] = field(default_factory=list)
 
 
-def plan_file(sf: SessionFile, dest: Path, tr: Transcript, data: bytes | None = None) -> Planned:
-    body = tr.to_bytes() if data is None else data
-    p = Planned(sf, dest, body, len(tr.missing))
+def plan_file(sf: SessionFile, dest: Path, data: bytes) -> Planned:
+    """What writing ``data`` at ``dest`` would do: create it, find it already there, or meet a different file."""
+    p = Planned(sf, dest, data)
     try:
         existing = dest.read_bytes()
     except FileNotFoundError:
         return p
-    p.state = "same" if existing == body else "different"
+    p.state = "same" if existing == data else "different"
     return p
 
 
