@@ -20,7 +20,7 @@ from cxsync.sync.errors import CxError, UsageError
 def _write_stdout(data: bytes) -> None:
     """Bytes to stdout; on a terminal, control characters are shown, never obeyed."""
     if sys.stdout.isatty():
-        from cxsync.agent.render import visible
+        from cxsync.agent.export_render import as_text as visible
 
         sys.stdout.write(visible(data.decode("utf-8", "replace")))
         sys.stdout.flush()
@@ -32,7 +32,7 @@ def _write_stdout(data: bytes) -> None:
 
 def _say(text: str, err: bool = False) -> None:
     """A line for the person at the terminal: names from transcripts and other machines show, never steer."""
-    from cxsync.agent.render import visible
+    from cxsync.agent.export_render import as_text as visible
 
     click.echo(visible(text), err=err)
 
@@ -146,7 +146,7 @@ def register(main: click.Group) -> None:
                 _write_file(dest, transcripts[f.session].to_bytes())
                 _say(str(dest), err=True)
             return
-        from cxsync.agent import render
+        from cxsync.agent import export_render as render
 
         title = _title(sid, info)
         conv = render.conversation((raw for _, raw in transcripts[sid].records()), title=title, session=sid,
@@ -227,7 +227,7 @@ def register(main: click.Group) -> None:
                        "written": [str(p.dest) for p in outcome.written],
                        "unchanged": [str(p.dest) for p in outcome.unchanged], "command": command})
             return
-        from cxsync.agent.render import visible
+        from cxsync.agent.export_render import as_text as visible
 
         click.echo(visible(how))
         for p in outcome.written:
@@ -271,7 +271,7 @@ def register(main: click.Group) -> None:
         if as_json:
             emit_json({"restored": restored, "skipped": skipped, "dry_run": dry_run})
             return
-        from cxsync.agent.render import visible
+        from cxsync.agent.export_render import as_text as visible
 
         for r in restored:
             click.echo(f"{'would restore' if dry_run else 'restored'} {visible(r['path'])}")

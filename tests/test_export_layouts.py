@@ -84,7 +84,7 @@ def test_names_from_other_machines_never_climb_out_of_the_folder() -> None:
 def test_an_unclosed_code_fence_in_an_answer_stays_inside_it() -> None:
     from markdown_it import MarkdownIt
 
-    from cxsync.agent.render import Conversation, Item, to_markdown
+    from cxsync.agent.export_render import Conversation, Item, to_markdown
 
     conv = Conversation("t", "s", None, [Item("answer", "look:\n```python\nx = 1"), Item("prompt", "next <b>q</b>")])
     html = MarkdownIt("commonmark").render(to_markdown(conv))

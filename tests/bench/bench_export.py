@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from cxsync.agent import render
+from cxsync.agent import export_render as render
 from cxsync.agent.ingest import Ingestor
 from cxsync.cache import open_cache
 from cxsync.cache.records import transcript

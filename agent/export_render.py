@@ -1,4 +1,4 @@
-"""Render a captured conversation as Markdown or HTML, to read, share or archive.
+"""Render a captured conversation as Markdown or HTML for export: to read, share or archive.
 
 The conversation is rebuilt from the verbatim records (not from the search text, which truncates tool output):
 prompts and answers in file order, thinking and tool calls folded with their results, subagents after the main
@@ -20,8 +20,10 @@ RESULT_MAX = 20_000  # characters of one tool result shown; the jsonl export kee
 _CONTROLS = {c: 0x2400 + c for c in range(32) if c not in (9, 10, 13)} | {127: 0x2421}
 
 
-def visible(text: str) -> str:
-    """Control characters as visible symbols (U+2400…): text that reaches a terminal cannot steer it."""
+def as_text(text: str) -> str:
+    """Transcript text for a document: C0 controls (but tab, newline, carriage return) and DEL as their Unicode
+    control pictures (U+2400…), so an exported page cannot steer the terminal it is printed on.  Terminal output
+    of the CLI itself goes through ``cxsync.agent.render.visible``."""
     return text.translate(_CONTROLS)
 
 
@@ -166,7 +168,7 @@ def markdown_text(text: str) -> str:
     """Markdown from the transcript, kept as Markdown, but with raw HTML outside code shown as text: a
     renderer that allows HTML still shows a transcript's ``<script>`` as characters."""
     out, fence = [], None
-    for line in visible(text).split("\n"):
+    for line in as_text(text).split("\n"):
         m = _FENCE_LINE.match(line)
         if fence is None and m:
             fence = m.group(1)
@@ -186,7 +188,7 @@ def fenced(text: str, lang: str = "") -> str:
     """A fenced block that no backtick run inside ``text`` can close."""
     longest = max((len(r) for r in re.findall(r"`+", text)), default=0)
     fence = "`" * max(3, longest + 1)
-    return f"{fence}{lang}\n{visible(text)}\n{fence}"
+    return f"{fence}{lang}\n{as_text(text)}\n{fence}"
 
 
 _LABEL = {"prompt": "User", "answer": "Assistant", "meta": "Injected context", "summary": "Compaction summary",
@@ -210,7 +212,7 @@ def _md_items(conv: Conversation, level: int) -> list[str]:
             if it.result is not None:
                 body += f"\n{'Error' if it.is_error else 'Result'}:\n\n{fenced(it.result)}\n"
             name = (it.name or "?").translate(_HTML_CHARS)
-            out.append(f"<details><summary>Tool: {visible(name)}{side}</summary>\n\n{body}\n</details>\n")
+            out.append(f"<details><summary>Tool: {as_text(name)}{side}</summary>\n\n{body}\n</details>\n")
         else:
             out.append(f"<details><summary>{_LABEL[it.kind]}{side}</summary>\n\n{fenced(it.text)}\n\n</details>\n")
     return out
@@ -219,7 +221,7 @@ def _md_items(conv: Conversation, level: int) -> list[str]:
 def to_markdown(conv: Conversation) -> str:
     head = [f"# {markdown_text(conv.title)}\n", f"- session: `{conv.session}`"]
     if conv.project:
-        head.append(f"- project: `{visible(conv.project)}`")
+        head.append(f"- project: `{as_text(conv.project)}`")
     parts = ["\n".join(head) + "\n", *_md_items(conv, 2)]
     for sub in conv.subagents:
         parts.append(f"## Subagent {sub.session.rpartition(':')[2]}\n")
@@ -263,13 +265,13 @@ def to_html(conv: Conversation) -> str:
     fmt = HtmlFormatter(nowrap=True)
 
     def markdown(text: str) -> Markup:
-        return Markup(md.render(visible(text)))  # noqa: S704 - markdown-it output with html disabled
+        return Markup(md.render(as_text(text)))  # noqa: S704 - markdown-it output with html disabled
 
     def json_code(text: str) -> Markup:
-        return Markup(highlight(visible(text), JsonLexer(), fmt))  # noqa: S704 - Pygments escapes the code
+        return Markup(highlight(as_text(text), JsonLexer(), fmt))  # noqa: S704 - Pygments escapes the code
 
     env = jinja2.Environment(loader=jinja2.PackageLoader("cxsync.agent", "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined)
-    env.filters.update(markdown=markdown, json_code=json_code, visible=visible)
+    env.filters.update(markdown=markdown, json_code=json_code, as_text=as_text)
     template = env.get_template("conversation.html.j2")
     return str(template.render(conv=conv, labels=_LABEL, code_css=HtmlFormatter().get_style_defs("pre code")))
