@@ -29,9 +29,9 @@ class Ctx:
 
 
 def emit_json(data: Any) -> None:
-    import orjson
+    from cxsync.agent.render import json_text
 
-    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode() + "\n")
+    sys.stdout.write(json_text(data) + "\n")
 
 
 def fail(exc: CxError) -> NoReturn:
@@ -42,6 +42,25 @@ def fail(exc: CxError) -> NoReturn:
 
 
 class CxGroup(click.Group):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # `cxsync query x --debug` means what `cxsync --debug query x` means: move it before the subcommand.
+        if ctx.parent is None and "--debug" in args:
+            end = args.index("--") if "--" in args else len(args)
+            if "--debug" in args[:end]:
+                args = ["--debug"] + [a for i, a in enumerate(args) if not (a == "--debug" and i < end)]
+        return super().parse_args(ctx, args)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Each command's first sentence in full, wrapped — never cut off with "..."."""
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit=1_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -61,7 +80,9 @@ class CxGroup(click.Group):
                          "run again with --debug for the traceback, and report it"))
 
 
-@click.group(cls=CxGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CxGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
+             epilog="Run `cxsync COMMAND --help` for a command's options and an example.  "
+                    "--debug may also follow the command.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
 @click.version_option(package_name="cxsync")
 @click.pass_context
@@ -91,4 +112,46 @@ def _register() -> None:
     cli_desktop.register(main)
 
 
+# One example per command, shown under its --help (commands whose docstring has none get it here, so the topic
+# modules stay as their owners wrote them).
+EXAMPLES = {
+    "import": "cxsync import                      # every transcript under ~/.claude\n"
+              "cxsync import --root ~/old-claude  # another Claude home",
+    "paths": "cxsync paths --json",
+    "config": "cxsync config",
+    "rebuild": "cxsync stop && cxsync rebuild && cxsync run",
+    "status": "cxsync status            # local times, cache size, last sync\ncxsync status --json",
+    "run": "cxsync run                # Ctrl-C stops it",
+    "pause": "cxsync pause && cxsync resume",
+    "resume": "cxsync resume",
+    "stop": "cxsync stop",
+    "sync-now": "cxsync sync-now",
+    "sync": "cxsync sync --once       # without a running agent",
+    "tray": "cxsync tray &",
+    "login": "cxsync login\nprintf %s \"$TOKEN\" | cxsync login --token-stdin",
+    "logout": "cxsync logout",
+    "autostart": "cxsync autostart enable\ncxsync autostart status",
+    "autostart enable": "cxsync autostart enable --mode xdg   # the tray, in the desktop session",
+    "autostart disable": "cxsync autostart disable",
+    "autostart status": "cxsync autostart status --json",
+    "doctor": "cxsync doctor",
+    "search": "cxsync search flaky test",
+}
+_OPTION_HELP = {"as_json": "Print JSON instead of text.", "json": "Print JSON instead of text."}
+
+
+def _polish_help(group: click.Group, prefix: str = "") -> None:
+    """An example under every command's help, and no option left without a description."""
+    for name, cmd in group.commands.items():
+        example = EXAMPLES.get(prefix + name)
+        if example and "Example" not in (cmd.help or "") and not cmd.epilog:
+            cmd.epilog = "\b\nExample:\n" + "\n".join("  " + line for line in example.splitlines())
+        for param in cmd.params:
+            if isinstance(param, click.Option) and not param.help and param.name in _OPTION_HELP:
+                param.help = _OPTION_HELP[param.name]
+        if isinstance(cmd, click.Group):
+            _polish_help(cmd, prefix + name + " ")
+
+
 _register()
+_polish_help(main)
