@@ -84,17 +84,35 @@ def local_time(iso: str | None) -> str:
     return t.astimezone().strftime("%Y-%m-%d %H:%M") if t else ""
 
 
-def ago(seconds: float) -> str:
-    """``just now``, ``5m ago``, ``2h ago``, ``3d ago`` — as Atuin and Maestral say it."""
+_UNIT_NAMES = {"w": "week", "d": "day", "h": "hour", "m": "minute"}
+
+
+def ago(seconds: float, *, long: bool = False) -> str:
+    """``just now``, ``5m ago``, ``2h ago``, ``3d ago`` — as Atuin and Maestral say it (``long``: ``2 hours ago``)."""
     s = int(seconds)
     if s < 0:
         return "in the future"
     if s < 45:
         return "just now"
-    for unit, size in (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60)):
-        if s >= size and (unit != "w" or s >= 14 * 86400):
-            return f"{round(s / size) if s < 10 * size else s // size}{unit} ago"
-    return f"{max(1, round(s / 60))}m ago"
+    for unit, span in (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= span and (unit != "w" or s >= 14 * 86400):
+            n = max(1, s // span)
+            if long:
+                return f"{n} {_UNIT_NAMES[unit]}{'' if n == 1 else 's'} ago"
+            return f"{n}{unit} ago"
+    return "1 minute ago" if long else "1m ago"
+
+
+def duration(seconds: float) -> str:
+    """An uptime: ``45s``, ``12m``, ``3h 05m``, ``2d 4h``."""
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    return f"{s // 86400}d {s % 86400 // 3600}h"
 
 
 def since(iso: str | None, now: datetime | None = None) -> float | None:
