@@ -110,6 +110,9 @@ def _register() -> None:
     except ImportError:  # pragma: no cover - the desktop commands ship with the package
         return
     cli_desktop.register(main)
+    from cxsync.agent import cli_doctor
+
+    cli_doctor.register(main)
 
 
 # One example per command, shown under its --help (commands whose docstring has none get it here, so the topic

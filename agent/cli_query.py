@@ -260,6 +260,32 @@ def register(main: click.Group) -> None:
             return
         showtext.print_conversation(data, records, around=around, full=full, pager=pager)
 
+    @main.command()
+    @click.argument("text", nargs=-1)
+    @click.option("--limit", "-n", default=50, show_default=True, type=click.IntRange(1, 1000),
+                  help="At most this many hits in the list.")
+    @click.pass_obj
+    def search(obj: Ctx, text: tuple[str, ...], limit: int) -> None:
+        """Search interactively: hits update as you type, a preview of the conversation, Enter to resume it.
+
+        Prints the `claude --resume` command for the chosen session (with a cd into its project).
+        """
+        import sys
+
+        from cxsync.agent.cli_query import open_for_reading
+        from cxsync.sync.errors import UsageError
+
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            raise UsageError("cxsync search needs a terminal",
+                             "use `cxsync query WORDS` in scripts and pipes")
+        cfg = obj.config()
+        with open_for_reading(cfg) as cache:
+            from cxsync.agent.tui import SearchApp
+
+            picked = SearchApp(cache, query=" ".join(text), limit=limit).run()
+        if picked is not None:
+            click.echo(picked.resume_command())
+
 
 def _session_columns(rows: Sequence[Mapping[str, Any]], fmt: str) -> list[Any]:
     from cxsync.agent import render
