@@ -99,6 +99,7 @@ class SearchApp(App[Picked | None]):
         from cxsync.agent.cli_query import weighted_search
         from cxsync.cache.querytext import since_to_iso
 
+        self.searches += 1
         text = self.query_one("#query", Input).value.strip()
         project = self.query_one("#project", Input).value.strip() or None
         since = self.query_one("#since", Input).value.strip() or None
@@ -117,8 +118,6 @@ class SearchApp(App[Picked | None]):
         except CxError as exc:
             self._status(f"{exc.title}" + (f" — {exc.hint}" if exc.hint else ""))
             return
-        finally:
-            self.searches += 1
         from cxsync.agent.cli_query import snippet_text
 
         for h in self.hits:
