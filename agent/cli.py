@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
+import time
 from typing import Any, NoReturn
 
 import click
@@ -39,6 +41,34 @@ def fail(exc: CxError) -> NoReturn:
     if exc.hint:
         click.echo(f"Hint: {exc.hint}", err=True)
     sys.exit(exc.exit_code)
+
+
+class QuietRepeats(logging.Filter):
+    """On the terminal, a warning that repeats (a sync log that stays unreachable, retried every few seconds) is
+    printed once per ``window`` seconds; the log file, which has its own handler, keeps every one."""
+
+    _NUMBERS = re.compile(r"\d+(?:\.\d+)?")
+
+    def __init__(self, window: float = 600.0) -> None:
+        super().__init__()
+        self.window = window
+        self.last: dict[tuple[str, str], float] = {}
+        self.hidden: dict[tuple[str, str], int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            return True
+        key = (record.name, self._NUMBERS.sub("#", record.getMessage()))
+        now = time.monotonic()
+        seen = self.last.get(key)
+        if seen is not None and now - seen < self.window:
+            self.hidden[key] = self.hidden.get(key, 0) + 1
+            return False
+        self.last[key] = now
+        hidden = self.hidden.pop(key, 0)
+        if hidden:
+            record.msg = f"{record.msg} ({hidden} similar messages since; every one is in the log file)"
+        return True
 
 
 class CxGroup(click.Group):
@@ -93,6 +123,8 @@ def main(ctx: click.Context, debug: bool) -> None:
     stderr = logging.StreamHandler(sys.stderr)
     stderr.setLevel(level)
     stderr.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    if not debug:
+        stderr.addFilter(QuietRepeats())
     logging.getLogger().addHandler(stderr)
     logging.getLogger().setLevel(level)
     if os.environ.get("NO_COLOR"):
