@@ -124,7 +124,8 @@ def check_cache(cfg: Any) -> Iterable[Check]:
         conn = connect(db, readonly=True)
         try:
             result = [str(r[0]) for r in conn.execute("PRAGMA quick_check")]
-            messages = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+            row = conn.execute("SELECT count(*) FROM messages").fetchone()
+            messages = int(row[0]) if row else 0
         finally:
             conn.close()
     except Exception as exc:  # noqa: BLE001 - any failure to read it is the finding

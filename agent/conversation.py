@@ -86,7 +86,7 @@ def _tool_input(inp: Any) -> str:
     if isinstance(inp, dict):
         for key in ("command", "file_path", "pattern", "path", "url", "query", "prompt", "description"):
             if isinstance(inp.get(key), str):
-                return inp[key]
+                return str(inp[key])
     import orjson
 
     try:

@@ -146,6 +146,6 @@ def since_to_iso(when: str, now: Any = None) -> str:
     except (ValueError, OverflowError):
         raise QueryTextError(f"cannot understand --since {when!r}", hint) from None
     try:
-        return t.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return str(t.astimezone(timezone.utc).isoformat(timespec="milliseconds")).replace("+00:00", "Z")
     except (ValueError, OverflowError):
         raise QueryTextError(f"--since {when!r} is out of range", hint) from None

@@ -115,6 +115,6 @@ def fit(icon: Image.Image, width: int, height: int) -> Image.Image:
     (a tray that hands out a 40×26 slot gets a round disc, not an ellipse)."""
     side = max(1, min(width, height))
     rgb = icon.convert("RGB")
-    out = Image.new("RGB", (max(1, width), max(1, height)), rgb.getpixel((0, 0)))  # type: ignore[arg-type]
+    out = Image.new("RGB", (max(1, width), max(1, height)), rgb.getpixel((0, 0)))
     out.paste(rgb.resize((side, side), Image.Resampling.LANCZOS), ((width - side) // 2, (height - side) // 2))
     return out

@@ -111,12 +111,14 @@ def icon_class(pystray: Any) -> Any:
             return window
 
         def _assert_icon_data(self, width: int, height: int) -> None:
-            if self._icon_data and self._icon_data.size == (width, height):
+            current: Any = getattr(self, "_icon_data", None)
+            if current and current.size == (width, height):
                 return
             from cxsync.tray.icons import fit
 
-            self._icon_data = fit(self._icon, width, height)
-            self._icon_data.tostring = self._icon_data.tobytes  # what pystray's put_pil_image calls
+            data: Any = fit(self._icon, width, height)
+            data.tostring = data.tobytes  # what pystray's put_pil_image calls
+            self._icon_data = data
 
         def _assert_docked(self) -> None:
             if not self._systray_manager:
