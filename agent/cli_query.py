@@ -8,6 +8,7 @@ from typing import Any, Callable, Mapping, Sequence
 import click
 
 from cxsync.agent.cli import Ctx
+from cxsync.agent.conversation import short_key
 
 ROLE_WEIGHT = {"user": 2.0, "assistant": 1.0, "system": 0.8, "tool": 0.5}  # a prompt outranks tool output
 COUNT_CAP = 1000  # counting every match of a common word would cost more than the search itself
@@ -36,12 +37,6 @@ def _since(since: str | None) -> str | None:
     from cxsync.cache.querytext import since_to_iso
 
     return since_to_iso(since) if since else None
-
-
-def short_key(key: str) -> str:
-    """A message key short enough to type, long enough to be unique within a session: ``u:5f1c0c2e``."""
-    kind, _, rest = key.partition(":")
-    return f"{kind}:{rest.removeprefix('msg_')[:8]}" if rest else key
 
 
 def snippet_text(snippet: str, style: str = "bold yellow") -> Any:

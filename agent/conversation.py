@@ -62,6 +62,12 @@ def session_label(title: str | None, first_prompt: str | None, fallback: Iterabl
     return ""
 
 
+def short_key(key: str) -> str:
+    """A message key short enough to type, long enough to be unique within a session: ``u:5f1c0c2e``."""
+    kind, _, rest = key.partition(":")
+    return f"{kind}:{rest.removeprefix('msg_')[:8]}" if rest else key
+
+
 # ---- the blocks of one stored message ------------------------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 import click
 
 from cxsync.agent import render
-from cxsync.agent.conversation import Block, blocks_of, strip_wrappers
+from cxsync.agent.conversation import Block, blocks_of, short_key, strip_wrappers
 from cxsync.cache.search import NotFound
 
 RESULT_LINES = 3  # lines of a tool result shown when folded
@@ -62,33 +62,44 @@ def _fold(text: str, lines: int) -> tuple[str, int]:
     return "\n".join(all_lines[:lines]), max(0, len(all_lines) - lines)
 
 
+def _indented(con: Any, text: str, prefix: str, width: int, style: str = "", first: Any = None) -> None:
+    """``text`` wrapped to the width, every line behind ``prefix`` (``first``: the first line's own prefix)."""
+    from rich.text import Text
+
+    lines = render.visible(text, tabs=False).splitlines() or [""]
+    n = 0
+    for line in lines:
+        room = width - max(len(prefix), len(first.plain) if first is not None else 0)
+        for piece in Text(line, style=style).wrap(con, max(10, room)) or [Text("")]:
+            head = first if (n == 0 and first is not None) else Text(prefix, style=style)
+            con.print(Text.assemble(head, piece), overflow="ignore", crop=False)
+            n += 1
+
+
 def _print_block(con: Any, b: Block, full: bool, width: int) -> None:
     from rich.text import Text
 
     if b.kind == "thinking":
         con.print(Text("  ┆ thinking", style="dim italic"))
-        for line in render.visible(b.text).splitlines():
-            con.print(Text("  ┆ " + line, style="dim italic"))
+        _indented(con, b.text, "  ┆ ", width, "dim italic")
     elif b.kind == "tool_use":
         text = render.visible(b.text) if full else render.one_line(b.text, max(20, width - len(b.name) - 6))
         con.print(Text("  ▸ ", style="yellow").append(b.name, style="bold yellow").append(" " + text))
     elif b.kind == "tool_result":
         label = "  ◂ error" if b.error else "  ◂ result"
         shown, more = (b.text, 0) if full else _fold(b.text, RESULT_LINES)
-        lines = render.visible(shown, tabs=False).splitlines() or [""]
-        con.print(Text(label, style="red" if b.error else "yellow").append(" " + lines[0]))
-        for line in lines[1:]:
-            con.print(Text("    " + line))
+        _indented(con, shown, "    ", width, first=Text(label + " ", style="red" if b.error else "yellow"))
         if more:
             con.print(Text(f"    … {more} more lines (--full)", style="dim"))
     elif b.kind == "command":
         con.print(Text(render.visible(b.text), style="bold"))
     elif b.kind == "local":
         shown, more = (b.text, 0) if full else _fold(b.text, 1)
-        con.print(Text("  (command output) ", style="dim").append(render.one_line(shown, width - 20)
+        label = "  (interrupted) " if b.text.lstrip().startswith("[Request interrupted") else "  (command output) "
+        con.print(Text(label, style="dim").append(render.one_line(shown, width - 20)
                                                                   if not full else render.visible(shown)))
     else:
-        con.print(render.styled(b.text))
+        _indented(con, b.text, "", width)
 
 
 def print_conversation(data: Mapping[str, Any], records: Mapping[str, list[Any]], *, around: str | None,
@@ -126,7 +137,7 @@ def print_conversation(data: Mapping[str, Any], records: Mapping[str, list[Any]]
         if m.get("agent_id"):
             head.append(f" ({render.visible(m['agent_id'])})", style="magenta")
         head.append(f" · {render.when_long(m.get('occurred_at'))}", style="dim")
-        head.append(f" · {m['key']}", style="dim")
+        head.append(f" · {short_key(m['key'])}", style="dim")
         con.print(head)
         blocks = blocks_of(records.get(m["key"], []))
         if not blocks:
