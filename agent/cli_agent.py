@@ -71,7 +71,9 @@ def register(main: click.Group) -> None:
             if as_json:
                 emit_json(reply)
             else:
-                click.echo(f"{name}: ok" if reply.get("ok") else f"{name}: {reply.get('error')}")
+                from cxsync.agent.status_text import control_reply
+
+                click.echo(control_reply(name, reply))
 
     _control("pause", "Pause capture and sync in the running agent.")
     _control("resume", "Resume capture and sync in the running agent.")

@@ -65,3 +65,15 @@ def format_status(s: Mapping[str, Any]) -> str:
         if err.get("hint"):
             lines.append(f"  hint       {render.one_line(str(err['hint']))}")
     return "\n".join(lines)
+
+
+def control_reply(command: str, reply: Mapping[str, Any]) -> str:
+    """One line for the reply of ``pause``/``resume``/``sync-now``/``stop``, judged by the agent's own status
+    (its target, not the calling shell's configuration)."""
+    if not reply.get("ok"):
+        return f"{command}: {render.one_line(str(reply.get('error') or 'failed'))}"
+    status = reply.get("status") if isinstance(reply.get("status"), Mapping) else {}
+    if command == "sync-now" and (status.get("target") or "none") == "none":
+        return 'sync-now: nothing to sync — the agent runs with target = "none" (this machine only)'
+    state = status.get("state")
+    return f"{command}: ok" + (f" (agent {state})" if state else "")

@@ -272,3 +272,38 @@ def test_since_understands_words(hostile: Path, when: str) -> None:
 def test_since_out_of_range_is_a_usage_error(hostile: Path, when: str) -> None:
     r = cx("query", "bd", "--since", when)
     assert r.returncode == 2 and "--since" in r.stderr and "Traceback" not in r.stderr
+
+
+def _on_a_pty(args: list[str], env: dict[str, str]) -> str:
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.environ.update({"CXSYNC_MACHINE": "desk-a", **env})
+        os.execv(sys.executable, [sys.executable, "-m", "cxsync.agent", *args])
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.waitpid(pid, 0)
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_a_long_conversation_opens_in_the_pager_on_a_terminal(hostile: Path, tmp_path: Path) -> None:
+    paged = tmp_path / "paged.txt"
+    pager = tmp_path / "pager.sh"
+    pager.write_text(f"#!/bin/sh\ncat > '{paged}'\n")
+    pager.chmod(0o755)
+    env = {"PAGER": str(pager), "LINES": "10", "COLUMNS": "100", "TERM": "xterm"}
+    _on_a_pty(["show", S_MARKUP[:8], "--full"], env)
+    assert "output line 39" in paged.read_text(errors="replace")
+    paged.unlink()
+    out = _on_a_pty(["show", S_MARKUP[:8], "--full", "--no-pager"], env)
+    assert not paged.exists() and "output line 39" in out
+    ok("show", S_MARKUP[:8], "--full", env=env)  # piped: never paged
+    assert not paged.exists()

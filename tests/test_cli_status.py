@@ -60,3 +60,23 @@ def test_ages_read_like_atuin(seconds: int, short: str, long: str) -> None:
                                     (5 * 1024 ** 3, "5.0 GiB")])
 def test_sizes_are_human(n: int, text: str) -> None:
     assert render.size(n) == text
+
+
+def test_sync_now_without_a_sync_target_says_there_is_nothing_to_sync(captured: Path) -> None:
+    import signal
+
+    from tests.helpers import wait_until
+
+    env = {**os.environ, "CXSYNC_ROOTS": str(captured)}
+    proc = subprocess.Popen([sys.executable, "-m", "cxsync.agent", "run"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: cx("status").returncode == 0, 30, interval=0.2, what="the agent running")
+        r = cx("sync-now")
+        assert r.returncode == 0 and "nothing to sync" in r.stdout and ": ok" not in r.stdout
+        # the agent's own target counts, not the calling shell's
+        r = cx("sync-now", env={"CXSYNC_SYNC_TARGET": "sqlite:/elsewhere/log.db"})
+        assert "nothing to sync" in r.stdout
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
