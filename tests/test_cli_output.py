@@ -162,6 +162,16 @@ def test_hostile_queries_are_quick_usage_errors(hostile: Path, args: list[str]) 
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("args", [
+    [" OR ".join(f"w{i}" for i in range(100)), "--fts"],  # short enough, but too many terms
+    [f"NEAR({' '.join(f'w{i}' for i in range(100))})", "--fts"],
+    [" ".join(["bd"] * 100)],  # one word repeated
+])
+def test_too_many_terms_is_a_usage_error_even_in_a_short_query(hostile: Path, args: list[str]) -> None:
+    r = cx("query", *args)
+    assert r.returncode == 2 and "too many terms" in r.stderr and "Traceback" not in r.stderr
+
+
 # ---- 3. titles and prompts as Claude Code shows them ---------------------------------------------------------
 
 
