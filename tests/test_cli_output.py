@@ -319,3 +319,18 @@ def test_a_long_conversation_opens_in_the_pager_on_a_terminal(hostile: Path, tmp
     assert not paged.exists() and "output line 39" in out
     ok("show", S_MARKUP[:8], "--full", env=env)  # piped: never paged
     assert not paged.exists()
+
+
+def test_subagents_are_marked_on_the_real_transcripts(real_fixtures: Path) -> None:
+    ok("import", "--root", str(real_fixtures))
+    rows = json.loads(ok("sessions", "--all", "--json"))
+    subs = [r for r in rows if r["parent_session"] or r["agent_id"]]
+    assert subs, "the fixtures have subagent sessions"
+    table = ok("sessions", "--all", env={"COLUMNS": "80"}).splitlines()
+    assert sum(1 for line in table if line.startswith("↳ ")) == len(subs)
+    assert all(len(line) <= 80 for line in table)
+    parent = next(r for r in rows if r["subagents"])
+    top = next(line for line in ok("sessions", env={"COLUMNS": "80"}).splitlines()
+               if line.startswith(parent["session"][:8]))
+    assert f"{parent['messages']}+{parent['subagents']}" in top
+    no_terminal_control("\n".join(table))
