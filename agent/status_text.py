@@ -72,7 +72,8 @@ def control_reply(command: str, reply: Mapping[str, Any]) -> str:
     (its target, not the calling shell's configuration)."""
     if not reply.get("ok"):
         return f"{command}: {render.one_line(str(reply.get('error') or 'failed'))}"
-    status = reply.get("status") if isinstance(reply.get("status"), Mapping) else {}
+    raw = reply.get("status")
+    status: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
     if command == "sync-now" and (status.get("target") or "none") == "none":
         return 'sync-now: nothing to sync — the agent runs with target = "none" (this machine only)'
     state = status.get("state")
