@@ -240,7 +240,16 @@ def register(main: click.Group) -> None:
         with open_for_reading(cfg) as cache:
             data = cache.show(session, include_subagents=agents)
             if around:
-                data["messages"] = showtext.window(data["messages"], around, context)
+                from cxsync.cache.search import NotFound
+
+                try:
+                    data["messages"] = showtext.window(data["messages"], around, context)
+                except NotFound:
+                    if agents:
+                        raise
+                    # a hit in one of the session's subagents: show it among them
+                    data = cache.show(session, include_subagents=True)
+                    data["messages"] = showtext.window(data["messages"], around, context)
             data["session"] = with_labels(cache, [data["session"]], local_machine(cfg))[0] if data["session"] \
                 else None
             records = showtext.message_records(cache, [m["key"] for m in data["messages"]]) \

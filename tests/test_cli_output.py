@@ -334,3 +334,11 @@ def test_subagents_are_marked_on_the_real_transcripts(real_fixtures: Path) -> No
                if line.startswith(parent["session"][:8]))
     assert f"{parent['messages']}+{parent['subagents']}" in top
     no_terminal_control("\n".join(table))
+
+
+def test_a_hit_in_a_subagent_opens_from_the_root_session(real_fixtures: Path) -> None:
+    ok("import", "--root", str(real_fixtures))
+    hits = json.loads(ok("query", "bd", "ready", "-n", "50", "--json"))
+    hit = next(h for h in hits if h["agent_id"])
+    out = ok("show", hit["root_session"][:8], "--around", hit["key"][:10], "-C", "0", env={"COLUMNS": "120"})
+    assert out.count("▶ ") == 1 and hit["agent_id"] in out
