@@ -138,14 +138,14 @@ def _register() -> None:
     cli_admin.register(main)
     cli_agent.register(main)
     cli_maintenance.register(main)
+    from cxsync.agent import cli_doctor
+
+    cli_doctor.register(main)
     try:
         from cxsync.agent import cli_desktop
     except ImportError:  # pragma: no cover - the desktop commands ship with the package
         return
     cli_desktop.register(main)
-    from cxsync.agent import cli_doctor
-
-    cli_doctor.register(main)
 
 
 # One example per command, shown under its --help (commands whose docstring has none get it here, so the topic
@@ -171,6 +171,7 @@ EXAMPLES = {
     "autostart disable": "cxsync autostart disable",
     "autostart status": "cxsync autostart status --json",
     "doctor": "cxsync doctor",
+    "backup list": "cxsync backup list --json",
     "search": "cxsync search flaky test",
 }
 _OPTION_HELP = {"as_json": "Print JSON instead of text.", "json": "Print JSON instead of text."}
