@@ -45,7 +45,10 @@ def _too_many(n: int) -> QueryTextError:
 
 
 def quote(word: str) -> str:
-    """One FTS5 string token: always double-quoted, so that no word is ever read as an operator."""
+    """One FTS5 string token: always double-quoted, so that no word is ever read as an operator.
+
+    Not ``apsw.fts5query.quote``: it leaves a bare word bare, and ``NOT``, ``AND``, ``OR`` are bare words.
+    """
     return '"' + word.replace('"', '""') + '"'
 
 
