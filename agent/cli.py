@@ -132,12 +132,13 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from cxsync.agent import cli_admin, cli_agent, cli_maintenance, cli_query
+    from cxsync.agent import cli_admin, cli_agent, cli_knowledge, cli_maintenance, cli_query
 
     cli_query.register(main)
     cli_admin.register(main)
     cli_agent.register(main)
     cli_maintenance.register(main)
+    cli_knowledge.register(main)
     from cxsync.agent import cli_doctor
 
     cli_doctor.register(main)
@@ -172,9 +173,11 @@ EXAMPLES = {
     "autostart status": "cxsync autostart status --json",
     "doctor": "cxsync doctor",
     "backup list": "cxsync backup list --json",
+    "knowledge show": "cxsync knowledge show 3f2a",
     "search": "cxsync search flaky test",
 }
-_OPTION_HELP = {"as_json": "Print JSON instead of text.", "json": "Print JSON instead of text."}
+_OPTION_HELP = {"as_json": "Print JSON instead of text.", "json": "Print JSON instead of text.",
+                "limit": "At most this many."}
 
 
 def _polish_help(group: click.Group, prefix: str = "") -> None:
