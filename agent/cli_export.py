@@ -20,7 +20,7 @@ from cxsync.sync.errors import CxError, UsageError
 def _write_stdout(data: bytes) -> None:
     """Bytes to stdout; on a terminal, control characters are shown, never obeyed."""
     if sys.stdout.isatty():
-        from cxsync.agent.export_render import as_text as visible
+        from cxsync.agent.render import visible
 
         sys.stdout.write(visible(data.decode("utf-8", "replace")))
         sys.stdout.flush()
@@ -32,7 +32,7 @@ def _write_stdout(data: bytes) -> None:
 
 def _say(text: str, err: bool = False) -> None:
     """A line for the person at the terminal: names from transcripts and other machines show, never steer."""
-    from cxsync.agent.export_render import as_text as visible
+    from cxsync.agent.render import visible
 
     click.echo(visible(text), err=err)
 
@@ -109,13 +109,18 @@ def _target_project(cfg: Any, info: dict[str, Any], project_dir: Path | None) ->
     return mapped, note
 
 
+def _example(*lines: str) -> str:
+    return "\b\nExample:\n" + "\n".join("  " + line for line in lines)
+
+
 def register(main: click.Group) -> None:
-    @main.command()
+    @main.command(epilog=_example("cxsync export 3f2a -o ~/exports/           # + 3f2a…/subagents/",
+                                  "cxsync export 3f2a --format html -o s.html   # to share"))
     @click.argument("session")
     @click.option("-o", "--output", "output_arg", type=click.Path(),
                   help="A file, or an existing folder (or one ending in /). Default: standard output.")
     @click.option("--format", "fmt", type=click.Choice(["jsonl", "markdown", "html"]), default="jsonl",
-                  show_default=True)
+                  show_default=True, help="jsonl: the lines as captured; markdown, html: a readable conversation.")
     @click.pass_obj
     def export(obj: Ctx, session: str, output_arg: str | None, fmt: str) -> None:
         """Write a session out: its transcript lines byte for byte (jsonl, subagents into SESSION/subagents/),
@@ -164,7 +169,9 @@ def register(main: click.Group) -> None:
 
     agent_resume = main.commands.get("resume")  # `cxsync resume` without SESSION: resume the paused agent
 
-    @main.command()
+    @main.command(epilog=_example("cxsync resume 3f2a                          # then: claude --resume <id>",
+                                  "cxsync resume 3f2a --project-dir ~/src/app",
+                                  "cxsync resume                               # a paused agent"))
     @click.argument("session", required=False)
     @click.option("--project-dir", type=click.Path(file_okay=False, path_type=Path),
                   help="The project's folder on this machine (default: the captured path, mapped by [paths]).")
@@ -227,7 +234,7 @@ def register(main: click.Group) -> None:
                        "written": [str(p.dest) for p in outcome.written],
                        "unchanged": [str(p.dest) for p in outcome.unchanged], "command": command})
             return
-        from cxsync.agent.export_render import as_text as visible
+        from cxsync.agent.render import visible
 
         click.echo(visible(how))
         for p in outcome.written:
@@ -238,7 +245,7 @@ def register(main: click.Group) -> None:
             _say(f"copy of session {sid} under the new id {new_id}")
         click.echo(f"\nto continue it:\n  {visible(command)}")
 
-    @main.command()
+    @main.command(epilog=_example("cxsync restore --deleted --since 30d --dry-run"))
     @click.option("--deleted", is_flag=True, required=True,
                   help="Bring back the transcripts this machine captured that have since been deleted.")
     @click.option("--since", help="Only files deleted since: 2h, 3d, 1w or an ISO date.")
@@ -271,7 +278,7 @@ def register(main: click.Group) -> None:
         if as_json:
             emit_json({"restored": restored, "skipped": skipped, "dry_run": dry_run})
             return
-        from cxsync.agent.export_render import as_text as visible
+        from cxsync.agent.render import visible
 
         for r in restored:
             click.echo(f"{'would restore' if dry_run else 'restored'} {visible(r['path'])}")
