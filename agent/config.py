@@ -5,6 +5,7 @@
     [sync]                target = "sqlite:/path/log.db" | "fdb" | "fdb:/path/fdb.cluster" | "none"
                           publish = ["u/<user>"]   subscribe = ["u/<user>", "team"]
                           api_version = 730        cluster_file = "..."   tls_cert/tls_key/tls_ca = "..."
+    [paths]               "/Users/ada/src" = "/home/ada/src"   — where another machine's projects are here
 
 A bad value is a ConfigError naming the key, never a traceback.
 """
@@ -12,6 +13,7 @@ A bad value is a ConfigError naming the key, never a traceback.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sys
@@ -21,6 +23,8 @@ from typing import Any, Mapping
 
 from cxsync.sync.errors import ConfigError
 from cxsync.agent.paths import Paths, resolve_paths, secure_file
+
+log = logging.getLogger("cxsync.config")
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -81,6 +85,12 @@ class BackupConfig:
 
 
 @dataclass(frozen=True)
+class RedactConfig:
+    push: bool = True  # secrets are replaced in every event before it leaves the machine
+    local: bool = False  # also in the local cache (the verbatim records included)
+
+
+@dataclass(frozen=True)
 class Config:
     paths: Paths
     identity: Identity
@@ -88,6 +98,8 @@ class Config:
     sync: SyncConfig
     source: Path
     backup: BackupConfig = field(default_factory=BackupConfig)
+    redact: RedactConfig = field(default_factory=RedactConfig)
+    path_map: tuple[tuple[str, str], ...] = ()  # [paths]: a project path elsewhere → the same project here
 
     @property
     def backup_dir(self) -> Path:
@@ -103,6 +115,8 @@ class Config:
                      "subscribe": list(self.sync.subscribe), "api_version": self.sync.api_version,
                      "cluster_file": self.sync.cluster_file},
             "backup": {"daily": self.backup.daily, "dir": str(self.backup_dir), "keep": self.backup.keep},
+            "redact": {"push": self.redact.push, "local": self.redact.local},
+            "paths": dict(self.path_map),
         }
 
 
@@ -177,7 +191,7 @@ def load_config(overrides: Mapping[str, Any] | None = None, env: Mapping[str, st
     env = dict(os.environ) if env is None else dict(env)
     paths = resolve_paths(env)
     raw = _read_file(paths.config_file)
-    for section in ("identity", "transcripts", "sync", "backup"):
+    for section in ("identity", "transcripts", "sync", "backup", "redact"):
         if section in raw and not isinstance(raw[section], dict):
             raise ConfigError(f"config key [{section}] must be a table")
     merged: dict[str, dict[str, Any]] = {s: dict(raw.get(s, {})) for s in ("identity", "transcripts", "sync")}
@@ -244,7 +258,18 @@ def load_config(overrides: Mapping[str, Any] | None = None, env: Mapping[str, st
     sync = SyncConfig(target or "none", tuple(publish), tuple(subscribe), api_version,
                       str(cluster_file) if cluster_file else None, tls, batch_events, batch_bytes,
                       needs_credential)
-    return Config(paths, identity, roots, sync, paths.config_file, _backup_config(raw.get("backup", {})))
+    return Config(paths, identity, roots, sync, paths.config_file, backup=_backup_config(raw.get("backup", {})),
+                  redact=_redact_config(raw.get("redact", {})), path_map=_path_map(raw.get("paths", {})))
+
+
+def _redact_config(r: Mapping[str, Any]) -> RedactConfig:
+    values = {k: r.get(k, default) for k, default in (("push", True), ("local", False))}
+    for k, v in values.items():
+        if not isinstance(v, bool):
+            raise ConfigError(f"config key redact.{k} must be true or false, got {v!r}")
+    if not values["push"]:
+        log.warning("redact.push = false: secrets in transcripts are uploaded as they are")
+    return RedactConfig(**values)
 
 
 def _backup_config(b: Mapping[str, Any]) -> BackupConfig:
@@ -256,3 +281,13 @@ def _backup_config(b: Mapping[str, Any]) -> BackupConfig:
     if folder is not None and (not isinstance(folder, str) or not folder.strip()):
         raise ConfigError(f"config key backup.dir must be a folder path, got {folder!r}")
     return BackupConfig(daily, Path(os.path.expanduser(folder)) if folder else None, keep)
+
+
+def _path_map(section: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(section, dict):
+        raise ConfigError("config key [paths] must be a table", 'e.g. [paths] "/Users/ada/src" = "/home/ada/src"')
+    for source, target in section.items():
+        if not isinstance(target, str) or not source.strip() or not target.strip():
+            raise ConfigError(f"config key paths.{json.dumps(source)} = {target!r} is invalid",
+                              "map a project path on another machine to a path on this one, both non-empty strings")
+    return tuple((source, os.path.expanduser(target)) for source, target in section.items())
