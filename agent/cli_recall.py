@@ -10,8 +10,14 @@ import click
 from cxsync.agent.cli import Ctx, emit_json
 
 
+def _example(*lines: str) -> str:
+    return "\b\nExample:\n" + "\n".join("  " + line for line in lines)
+
+
 def register(main: click.Group) -> None:
-    @main.command()
+    @main.command(short_help="Past prompts and their outcomes on a topic, as a block for a model.",
+                  epilog=_example("cxsync recall flaky sync test --budget 800",
+                                  "cxsync recall --project webapp          # its recent work"))
     @click.argument("topic", nargs=-1)
     @click.option("--project", "-p", help="Only this project (its path, or its last path component).")
     @click.option("--budget", "-b", default=2000, show_default=True, type=click.IntRange(60, 200_000),
@@ -40,7 +46,8 @@ def register(main: click.Group) -> None:
             return
         sys.stdout.write(block.markdown)
 
-    @main.command()
+    @main.command(short_help="Serve the cache to Claude Code as a read-only MCP server (stdio).",
+                  epilog=_example("cxsync mcp      # started by Claude Code; see `cxsync claude install`"))
     @click.pass_obj
     def mcp(obj: Ctx) -> None:
         """Serve the cache to Claude Code (or any MCP client) over stdio: read-only tools search, recall,
@@ -49,12 +56,14 @@ def register(main: click.Group) -> None:
 
         serve(obj.config())
 
-    @main.group()
+    @main.group(short_help="Claude Code hooks (run by Claude Code).",
+                epilog=_example("echo '{\"cwd\": \"'$PWD'\"}' | cxsync hook session-start"))
     def hook() -> None:
         """Claude Code hooks (run by Claude Code; see `cxsync claude install`)."""
 
-    @hook.command("session-start")
-    @click.option("--budget", default=1500, show_default=True, type=click.IntRange(60, 200_000))
+    @hook.command("session-start", epilog=_example("echo '{\"cwd\": \"'$PWD'\"}' | cxsync hook session-start"))
+    @click.option("--budget", default=1500, show_default=True, type=click.IntRange(60, 200_000),
+                  help="Size of the context in (estimated) tokens; never exceeded.")
     def session_start(budget: int) -> None:
         """Read Claude Code's SessionStart input on stdin; print the project's recent work as context for the new
         session. Never fails: on any error it prints nothing, exits 0 and writes hook.log."""
@@ -62,7 +71,8 @@ def register(main: click.Group) -> None:
 
         sys.exit(run_session_start(budget=budget))
 
-    @main.group()
+    @main.group(short_help="Register the MCP server and the SessionStart hook with Claude Code.",
+                epilog=_example("cxsync claude install && cxsync claude status"))
     def claude() -> None:
         """Register cxsync's MCP server and SessionStart hook with Claude Code."""
 
@@ -83,10 +93,11 @@ def register(main: click.Group) -> None:
                 line += f"  (backup: {r['backup']})"
             click.echo(line)
 
-    @claude.command()
+    @claude.command(epilog=_example("cxsync claude install                    # all your projects",
+                                    "cxsync claude install --scope project    # this one, for the team"))
     @scope_opt
     @dir_opt
-    @click.option("--json", "as_json", is_flag=True)
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
     @click.pass_obj
     def install(obj: Ctx, scope: str, project_dir: Path | None, as_json: bool) -> None:
         """Add the MCP server and the SessionStart hook to Claude Code's settings (merged, backed up, idempotent)."""
@@ -95,10 +106,10 @@ def register(main: click.Group) -> None:
         cfg = obj.config()
         _report(claude_setup.install(cfg.paths.ensure(), scope, project_dir), as_json, "installed")
 
-    @claude.command()
+    @claude.command(epilog=_example("cxsync claude uninstall --scope project"))
     @scope_opt
     @dir_opt
-    @click.option("--json", "as_json", is_flag=True)
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
     @click.pass_obj
     def uninstall(obj: Ctx, scope: str, project_dir: Path | None, as_json: bool) -> None:
         """Remove exactly what install added; everything else in the files stays as it is."""
@@ -107,9 +118,9 @@ def register(main: click.Group) -> None:
         cfg = obj.config()
         _report(claude_setup.uninstall(cfg.paths.ensure(), scope, project_dir), as_json, "removed")
 
-    @claude.command("status")
+    @claude.command("status", epilog=_example("cxsync claude status --json"))
     @dir_opt
-    @click.option("--json", "as_json", is_flag=True)
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
     def claude_status(project_dir: Path | None, as_json: bool) -> None:
         """Where cxsync is registered with Claude Code: installed, outdated (re-run install) or absent."""
         from cxsync.agent import claude_setup
