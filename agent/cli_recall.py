@@ -61,7 +61,7 @@ def register(main: click.Group) -> None:
     def hook() -> None:
         """Claude Code hooks (run by Claude Code; see `cxsync claude install`)."""
 
-    @hook.command("session-start", epilog=_example("echo '{\"cwd\": \"'$PWD'\"}' | cxsync hook session-start"))
+    @hook.command("session-start", short_help="Print the project's recent work for a new session.", epilog=_example("echo '{\"cwd\": \"'$PWD'\"}' | cxsync hook session-start"))
     @click.option("--budget", default=1500, show_default=True, type=click.IntRange(60, 200_000),
                   help="Size of the context in (estimated) tokens; never exceeded.")
     def session_start(budget: int) -> None:
@@ -93,7 +93,8 @@ def register(main: click.Group) -> None:
                 line += f"  (backup: {r['backup']})"
             click.echo(line)
 
-    @claude.command(epilog=_example("cxsync claude install                    # all your projects",
+    @claude.command(short_help="Add the MCP server and the hook (merged, backed up).",
+                    epilog=_example("cxsync claude install                    # all your projects",
                                     "cxsync claude install --scope project    # this one, for the team"))
     @scope_opt
     @dir_opt
@@ -106,7 +107,8 @@ def register(main: click.Group) -> None:
         cfg = obj.config()
         _report(claude_setup.install(cfg.paths.ensure(), scope, project_dir), as_json, "installed")
 
-    @claude.command(epilog=_example("cxsync claude uninstall --scope project"))
+    @claude.command(short_help="Remove exactly what install added.",
+                    epilog=_example("cxsync claude uninstall --scope project"))
     @scope_opt
     @dir_opt
     @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
@@ -118,7 +120,7 @@ def register(main: click.Group) -> None:
         cfg = obj.config()
         _report(claude_setup.uninstall(cfg.paths.ensure(), scope, project_dir), as_json, "removed")
 
-    @claude.command("status", epilog=_example("cxsync claude status --json"))
+    @claude.command("status", short_help="Installed, outdated or absent, per scope and file.", epilog=_example("cxsync claude status --json"))
     @dir_opt
     @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
     def claude_status(project_dir: Path | None, as_json: bool) -> None:
