@@ -168,7 +168,8 @@ class _Changed(Exception):
     """The file changed under us (Claude Code writes ~/.claude.json often): read it again and redo the edit."""
 
 
-def _edit(paths: Paths, t: Target, change: Callable[[str | None], str | None], private: bool) -> tuple[bool, Path | None]:
+def _edit(paths: Paths, t: Target, change: Callable[[str | None], str | None], private: bool
+          ) -> tuple[bool, Path | None]:
     """Apply ``change`` (old text or None → new text, or None for "delete the file") with retries on a concurrent
     write. Returns (changed, backup path)."""
     for _ in range(5):

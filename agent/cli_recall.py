@@ -35,9 +35,11 @@ def register(main: click.Group) -> None:
         text = " ".join(topic).strip()
         if not text and not project:
             raise UsageError("nothing to recall", "give a TOPIC, or --project for a summary of its recent work")
-        with open_for_reading(obj.config()) as cache:
-            block = (recall_topic(cache, text, project=project, budget=budget) if text
-                     else recent_work(cache.conn, project or "", budget=budget))
+        cfg = obj.config()
+        me = cfg.identity.user
+        with open_for_reading(cfg) as cache:
+            block = (recall_topic(cache, text, project=project, budget=budget, me=me) if text
+                     else recent_work(cache.conn, project or "", budget=budget, me=me))
         if as_json:
             emit_json(block.as_dict())
             return
@@ -61,7 +63,8 @@ def register(main: click.Group) -> None:
     def hook() -> None:
         """Claude Code hooks (run by Claude Code; see `cxsync claude install`)."""
 
-    @hook.command("session-start", short_help="Print the project's recent work for a new session.", epilog=_example("echo '{\"cwd\": \"'$PWD'\"}' | cxsync hook session-start"))
+    @hook.command("session-start", short_help="Print the project's recent work for a new session.",
+                  epilog=_example("echo '{\"cwd\": \"'$PWD'\"}' | cxsync hook session-start"))
     @click.option("--budget", default=1500, show_default=True, type=click.IntRange(60, 200_000),
                   help="Size of the context in (estimated) tokens; never exceeded.")
     def session_start(budget: int) -> None:
@@ -120,7 +123,8 @@ def register(main: click.Group) -> None:
         cfg = obj.config()
         _report(claude_setup.uninstall(cfg.paths.ensure(), scope, project_dir), as_json, "removed")
 
-    @claude.command("status", short_help="Installed, outdated or absent, per scope and file.", epilog=_example("cxsync claude status --json"))
+    @claude.command("status", short_help="Installed, outdated or absent, per scope and file.",
+                    epilog=_example("cxsync claude status --json"))
     @dir_opt
     @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
     def claude_status(project_dir: Path | None, as_json: bool) -> None:

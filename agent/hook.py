@@ -55,9 +55,16 @@ def session_start_context(data: dict[str, Any], *, budget: int) -> str | None:
     db = resolve_paths().cache_db
     if not db.exists():
         return None
+    me = None
+    try:  # the reader decides which knowledge items are visible; without a readable config, sessions only
+        from cxsync.agent.config import load_config
+
+        me = load_config().identity.user
+    except Exception as exc:  # noqa: BLE001 - recent sessions are still worth giving
+        log_failure(exc)
     conn = connect(db, readonly=True)
     try:
-        block = recent_work(conn, project, budget=budget, exclude=sid if isinstance(sid, str) else None)
+        block = recent_work(conn, project, budget=budget, exclude=sid if isinstance(sid, str) else None, me=me)
     finally:
         conn.close()
     return block.markdown if block.items else None

@@ -69,19 +69,26 @@ def build_server(cfg: Config) -> Any:
     @server.tool(annotations=read_only)
     @reading
     def search(cache: Any,
-               query: Annotated[str, Field(min_length=1, max_length=1000, description="Words to find (all must occur).")],
+               query: Annotated[str, Field(min_length=1, max_length=1000,
+                                           description="Words to find (all must occur).")],
                limit: Annotated[int, Field(ge=1, le=100)] = 10,
                project: Project = None,
-               session: Annotated[str | None, Field(description="Only this session (id or unambiguous prefix).")] = None,
+               session: Annotated[str | None, Field(
+                   description="Only this session (id or unambiguous prefix).")] = None,
                role: Literal["user", "assistant", "tool", "system"] | None = None,
-               since: Annotated[str | None, Field(description="Newer than: 2h, 3d, 1w or an ISO date.")] = None,
+               since: Annotated[str | None, Field(
+                   description="Newer than: 2h, 3d, 1w, today, yesterday, last week or an ISO date.")] = None,
                fts: Annotated[bool, Field(description="`query` is raw FTS5 syntax (AND, OR, NEAR, prefix*).")] = False,
                ) -> dict[str, Any]:
         """Full-text search of past sessions: ranked messages with session, project, role, time and a snippet
         (matches between ** **)."""
-        hits = cache.search(query, limit=limit, project=project, session=session, role=role, since=since, fts=fts)
-        return {"hits": [{**h.as_dict(), "snippet": h.snippet.replace("\x02", "**").replace("\x03", "**")}
-                         for h in hits]}
+        # Exactly what `cxsync query` answers: the same role-weighted ranking, time words and snippets.
+        from cxsync.agent.cli_query import plain_snippet, weighted_search
+        from cxsync.cache.querytext import since_to_iso
+
+        hits = weighted_search(cache, query, limit=limit, role=role, project=project, session=session,
+                               since=since_to_iso(since) if since else None, fts=fts)
+        return {"hits": [{**h.as_dict(), "snippet": plain_snippet(h.snippet)} for h in hits]}
 
     @server.tool(annotations=read_only)
     @reading
@@ -92,14 +99,15 @@ def build_server(cfg: Config) -> Any:
                project: Project = None,
                budget: Annotated[int, Field(ge=100, le=20000, description="Size of the answer in tokens.")] = 2000,
                ) -> str:
-        """The best past material for a topic as one Markdown block: earlier prompts with the answer or fix that
-        followed, each with its session, project, machine and date."""
+        """The best past material for a topic as one Markdown block: recorded decisions and fixes, and earlier
+        prompts with the answer or fix that followed, each with its session, project, machine and date."""
         from cxsync.cache.recall import recall as recall_topic, recent_work
 
+        me = cfg.identity.user
         if topic and topic.strip():
-            return recall_topic(cache, topic, project=project, budget=budget).markdown
+            return recall_topic(cache, topic, project=project, budget=budget, me=me).markdown
         if project:
-            return recent_work(cache.conn, project, budget=budget).markdown
+            return recent_work(cache.conn, project, budget=budget, me=me).markdown
         raise ToolError("give a topic, or a project for a summary of its recent work")
 
     @server.tool(annotations=read_only)
@@ -108,8 +116,12 @@ def build_server(cfg: Config) -> Any:
                       project: Project = None,
                       limit: Annotated[int, Field(ge=1, le=200)] = 20,
                       include_subagents: bool = False) -> dict[str, Any]:
-        """Captured sessions, newest first: id, project, title, first prompt, times, machine, message count."""
-        return {"sessions": cache.sessions(limit=limit, project=project, include_subagents=include_subagents)}
+        """Captured sessions, newest first: id, project, label (title or first prompt), times, machine (remote:
+        captured on another machine), message count."""
+        from cxsync.agent.cli_query import with_labels
+
+        rows = cache.sessions(limit=limit, project=project, include_subagents=include_subagents)
+        return {"sessions": with_labels(cache, rows, cfg.identity.machine)}  # as `cxsync sessions` lists them
 
     @server.tool(annotations=read_only)
     @reading

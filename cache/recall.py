@@ -424,12 +424,61 @@ def _neg_time(at: str | None) -> tuple[int, ...]:
     return tuple(-ord(c) for c in (at or ""))
 
 
-def recall(cache: "Queries", topic: str, *, project: str | None = None, budget: int = DEFAULT_BUDGET) -> Block:
-    items = exchanges(cache, topic, project=project)
+def recall(cache: "Queries", topic: str, *, project: str | None = None, budget: int = DEFAULT_BUDGET,
+           me: str | None = None) -> Block:
+    """Knowledge items about the topic first (distilled: a decision, a fix, a pattern — when ``me``, the reader,
+    is given, since what one may see depends on who reads), then the exchanges."""
+    items = (knowledge(cache.conn, me, topic=topic, project=project) if me else []) + exchanges(
+        cache, topic, project=project)
     where = f" in {project}" if project else ""
+    known = "Decisions and fixes recorded earlier, then earlier" if items and items[0].kind == "knowledge" \
+        else "Earlier"
     return render(f"Recalled from past Claude Code sessions: {_one_line(topic, 60)}{where}", items, budget,
-                  "Earlier prompts and what came of them, most relevant first; each names its session, project,"
+                  f"{known} prompts and what came of them, most relevant first; each names its session, project,"
                   " machine and date.")
+
+
+# ---- knowledge items ------------------------------------------------------------------------------------------
+
+_KNOWLEDGE_FIELDS = (("decision", "Decision"), ("rationale", "Why"), ("error_signature", "Error"),
+                     ("solution", "Fix"), ("command", "Command"), ("description", "Pattern"),
+                     ("code_example", "Code"))
+_KNOWLEDGE_KIND = {"decision": "Decision", "error_solution": "Fix", "pattern": "Pattern"}
+KNOWLEDGE_LIMIT = 5
+
+
+def _knowledge_parts(data: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    parts = []
+    for key, label in _KNOWLEDGE_FIELDS:
+        value = data.get(key)
+        if value:
+            text = str(value)
+            if key == "code_example" and not text.lstrip().startswith("```"):
+                text = f"```\n{text.rstrip()}\n```"
+            parts.append((label, text))
+    return tuple(parts)
+
+
+def knowledge(conn: "apsw.Connection", me: str, *, topic: str | None = None, project: str | None = None,
+              limit: int = KNOWLEDGE_LIMIT) -> list[Item]:
+    """The knowledge items ``me`` may see (their own, and those shared with them) of a project and, given a
+    topic, about it: most of the topic's words first, then newest."""
+    from cxsync.cache.knowledge import list_items
+
+    words = _words(topic) if topic else []
+    out = []
+    for k in list_items(conn, me, project=project, limit=200):
+        parts = _knowledge_parts(k.data)
+        text = " ".join([k.title, *(t for _, t in parts)]).lower()
+        if words and not any(w[:max(4, len(w) - 2)] in text for w in words):
+            continue
+        row = conn.execute("SELECT machine FROM sessions WHERE session_id = ?", (k.session,)).fetchone() \
+            if k.session else None
+        title = f"{_KNOWLEDGE_KIND.get(k.type, k.type.capitalize() or 'Note')}: {_one_line(k.title)}"
+        out.append(Item("knowledge", k.session or "", k.project, row[0] if row else None, k.occurred_at, title,
+                        parts or (("Note", k.title),), _coverage(words, text), (k.id,)))
+    out.sort(key=lambda i: (-i.relevance, _neg_time(i.at)))
+    return out[:limit]
 
 
 # ---- recent work on a project ---------------------------------------------------------------------------------
@@ -465,9 +514,10 @@ def _last_outcome(conn: "apsw.Connection", sid: str) -> str | None:
 
 
 def recent_work(conn: "apsw.Connection", project: str, *, budget: int = DEFAULT_BUDGET, limit: int = 8,
-                exclude: str | None = None) -> Block:
-    """The project's recent sessions: what each was about, what was last asked and how it ended."""
-    items = []
+                exclude: str | None = None, me: str | None = None) -> Block:
+    """The project's knowledge items (given the reader ``me``), then its recent sessions: what each was about,
+    what was last asked and how it ended."""
+    items = knowledge(conn, me, project=project) if me else []
     for sid, proj, machine, title, first, first_at, last_at, _count in project_sessions(
             conn, project, limit=limit, exclude=exclude):
         parts: list[tuple[str, str]] = []
@@ -483,8 +533,10 @@ def recent_work(conn: "apsw.Connection", project: str, *, budget: int = DEFAULT_
             parts.append(("Last outcome", outcome))
         label = title or _one_line(first or "") or f"session {sid[:8]}"
         items.append(Item("session", sid, proj, machine, last_at or first_at, label, tuple(parts)))
+    known = any(i.kind == "knowledge" for i in items)
     return render(f"Recent work on {project}", items, budget,
-                  "Earlier Claude Code sessions of this project (any machine), newest first.")
+                  ("Decisions and fixes recorded in this project, then its earlier" if known else "Earlier")
+                  + " Claude Code sessions of this project (any machine), newest first.")
 
 
 # ---- a session, page by page ----------------------------------------------------------------------------------

@@ -4,8 +4,8 @@
 
 Builds (once; kept in --work and reused) a generated history of --messages messages imported through the real
 ingest path, then runs the hook as Claude Code does — a new process, the hook JSON on stdin — --runs times for
-each way it can be started (and ``cxsync recall TOPIC`` --recall-runs times), and prints median and p99 wall time beside the bare interpreter start and beside
-``cxsync --version`` (the CLI's own start-up).
+each way it can be started (and ``cxsync recall TOPIC`` --recall-runs times), and prints median and p99 wall and
+CPU time beside the bare interpreter start and beside ``cxsync --version`` (the CLI's own start-up).
 """
 
 from __future__ import annotations
