@@ -177,3 +177,18 @@ def test_the_answer_comes_as_soon_as_the_input_is_complete_even_if_stdin_stays_o
     finally:
         p.kill()
         p.wait()
+
+
+def test_the_decision_recorded_as_knowledge_on_one_machine_leads_the_block_on_the_other(tmp_path: Path) -> None:
+    log = tmp_path / "shared-log.db"
+    laptop, desktop = Machine(tmp_path, "laptop", log), Machine(tmp_path, "desktop", log)
+    sid = decision_session(laptop)
+    items = laptop.ok("knowledge")  # extraction (the agent runs it too) records the decision as an item
+    assert [i["type"] for i in items] == ["decision"] and items[0]["session"] == sid
+    laptop.ok("sync", "--once")
+    desktop.ok("sync", "--once")
+    context = json.loads(desktop.hook(hook_input()).stdout)["hookSpecificOutput"]["additionalContext"]
+    first = context.split("### 1. ", 1)[1].split("### 2. ", 1)[0]
+    assert first.startswith("Decision: ") and "machine laptop" in first and DECISION in first
+    assert "Decisions and fixes recorded in this project" in context
+    assert "### 2. should the file offsets live in a side file or in the cache db?" in context

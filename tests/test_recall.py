@@ -218,3 +218,22 @@ def test_what_was_asked_weighs_more_than_what_a_tool_printed(claude_home: Path) 
         T.tool_result(printed, "toolu_r", "segfault in the tessellator", t=102)])
     with open_cache(imported(claude_home), readonly=True) as cache:
         assert [i.session for i in recall(cache, "segfault tessellator").items][0] == asked
+
+
+def test_knowledge_items_about_the_topic_come_first(claude_home: Path) -> None:
+    s = "c5000000-0000-4000-8000-0000000000e1"
+    T.write(T.session_file(claude_home, s), [
+        *turn(s, "which date library for the scheduler?",
+              [T.text("We decided to use zoneinfo from the standard library because it needs no dependency.")],
+              t=1),
+        *turn(s, "and the queue?", [T.text("We will go with a plain SQLite table for the queue.")], t=9)])
+    imported(claude_home)
+    assert len(json.loads(cx("knowledge", "--json").stdout)) == 2
+    data = json.loads(cx("recall", "date", "library", "--json").stdout)
+    kinds = [i["kind"] for i in data["items"]]
+    assert kinds[0] == "knowledge" and "exchange" in kinds
+    first = data["items"][0]
+    assert first["title"].startswith("Decision: We decided to use zoneinfo")
+    assert {"label": "Why", "text": "because it needs no dependency."} in first["parts"]
+    assert data["markdown"].index("Decision: We decided") < data["markdown"].index("which date library")
+    assert "plain SQLite table" not in data["markdown"].split("### 2.")[0]  # the other decision is not about it
