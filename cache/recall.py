@@ -463,11 +463,17 @@ def knowledge(conn: "apsw.Connection", me: str, *, topic: str | None = None, pro
               limit: int = KNOWLEDGE_LIMIT) -> list[Item]:
     """The knowledge items ``me`` may see (their own, and those shared with them) of a project and, given a
     topic, about it: most of the topic's words first, then newest."""
+    import apsw
+
     from cxsync.cache.knowledge import list_items
 
     words = _words(topic) if topic else []
     out = []
-    for k in list_items(conn, me, project=project, limit=200):
+    try:
+        found = list_items(conn, me, project=project, limit=200)
+    except apsw.SQLError:  # a cache the agent has not migrated to knowledge sharing yet: no items to give
+        return []
+    for k in found:
         parts = _knowledge_parts(k.data)
         text = " ".join([k.title, *(t for _, t in parts)]).lower()
         if words and not any(w[:max(4, len(w) - 2)] in text for w in words):

@@ -237,3 +237,17 @@ def test_knowledge_items_about_the_topic_come_first(claude_home: Path) -> None:
     assert {"label": "Why", "text": "because it needs no dependency."} in first["parts"]
     assert data["markdown"].index("Decision: We decided") < data["markdown"].index("which date library")
     assert "plain SQLite table" not in data["markdown"].split("### 2.")[0]  # the other decision is not about it
+
+
+def test_a_cache_not_yet_migrated_for_knowledge_still_recalls(claude_home: Path) -> None:
+    """Readers never migrate: until the agent (the writer) upgrades the cache, recall works without knowledge."""
+    import apsw
+
+    s = "c6000000-0000-4000-8000-0000000000f1"
+    T.write(T.session_file(claude_home, s), turn(s, "tune the bloom filter", [T.text("Bloom tuned.")], t=1))
+    db = imported(claude_home)
+    conn = apsw.Connection(str(db))
+    conn.execute("DROP TABLE knowledge_shares")
+    conn.close()
+    r = cx("recall", "bloom", "filter")
+    assert r.returncode == 0 and "Bloom tuned." in r.stdout
