@@ -101,12 +101,16 @@ def register(main: click.Group) -> None:
     def sync(obj: Ctx, once: bool, as_json: bool) -> None:
         """Sync with the event log once: push the outbox, then pull every subscribed stream."""
         from cxsync.agent import app
+        from cxsync.agent.cli_admin import _hold
         from cxsync.sync.engine import SyncEngine
 
         cfg = obj.config()
         event_log = app.open_log(cfg)
         try:
-            with app.writable_cache(cfg) as cache:
+            # The running agent owns the outbox and the cursors: `sync-now` is how to ask it for a sync.
+            with _hold(cfg, "sync", "{agent} is running and syncs continuously",
+                       "`cxsync sync-now` asks it to push and pull now; `cxsync status` shows its cursors"), \
+                    app.writable_cache(cfg) as cache:
                 engine = SyncEngine(cache, event_log, tenant=cfg.identity.tenant, subscribe=cfg.sync.subscribe,
                                     batch_events=cfg.sync.batch_events, batch_bytes=cfg.sync.batch_bytes)
                 summary = engine.sync_once()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -53,6 +54,24 @@ class Cache(_search.Queries):
     def close(self) -> None:
         self.conn.close()
 
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        """A write transaction that takes the write lock up front (BEGIN IMMEDIATE), so the busy timeout applies:
+        a deferred one that read first and then met another writer fails at once with BusyError."""
+        with self._lock:
+            if not self.conn.getautocommit():  # already inside one (a caller's transaction): nest
+                with self.conn:
+                    yield
+                return
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                if not self.conn.getautocommit():
+                    self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
     def __enter__(self) -> "Cache":
         return self
 
@@ -65,7 +84,7 @@ class Cache(_search.Queries):
               files: Sequence[Mapping[str, Any]] = (), cursor: tuple[str, bytes] | None = None,
               payloads: Mapping[str, bytes] | None = None) -> ApplyResult:
         """Apply events, file offsets and a stream cursor in ONE transaction: all of it lands or none."""
-        with self._lock, self.conn:
+        with self._write():
             res = apply_in_tx(self.conn, events, origin, self.route if origin == "local" else None, payloads)
             for f in files:
                 self._save_file(f)
@@ -101,7 +120,7 @@ class Cache(_search.Queries):
         return [dict(zip(cols, r)) for r in self.conn.execute(f"SELECT {', '.join(cols)} FROM files ORDER BY path")]
 
     def mark_file_deleted(self, path: str) -> None:
-        with self._lock, self.conn:
+        with self._write():
             self.conn.execute("UPDATE files SET status='deleted', updated_at=? WHERE path=?", (now_iso(), path))
 
     @_locked
@@ -153,13 +172,13 @@ class Cache(_search.Queries):
         return rows
 
     def ack(self, acks: Sequence[tuple[int, bytes]]) -> None:
-        with self._lock, self.conn:
+        with self._write():
             now = now_iso()
             self.conn.executemany("UPDATE outbox SET state='acked', cursor=?, acked_at=?, last_error=NULL"
                                   " WHERE seq=?", [(c, now, s) for s, c in acks])
 
     def record_failure(self, seqs: Sequence[int], error: str, *, quarantine: bool) -> None:
-        with self._lock, self.conn:
+        with self._write():
             self.conn.executemany(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ?, state = ? WHERE seq = ?",
                 [(error, "quarantined" if quarantine else "pending", s) for s in seqs])
@@ -196,7 +215,7 @@ class Cache(_search.Queries):
         return orjson.loads(row[0]) if row else default
 
     def set_state(self, **values: Any) -> None:
-        with self._lock, self.conn:
+        with self._write():
             self.conn.executemany(
                 "INSERT INTO state(key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                 [(k, orjson.dumps(v).decode()) for k, v in values.items()])
