@@ -27,7 +27,7 @@ from cxsync.agent import app
 from cxsync.agent.config import Config
 from cxsync.sync.errors import CxError
 from cxsync.agent.lock import InstanceLock, holder
-from cxsync.agent.paths import secure_file
+from cxsync.agent.paths import private_rotating_log, secure_file
 
 log = logging.getLogger("cxsync.agent")
 
@@ -46,9 +46,7 @@ class AlreadyRunning(CxError):
 
 def setup_file_logging(cfg: Config, level: int = logging.INFO) -> logging.Handler:
     cfg.paths.ensure()
-    handler = logging.handlers.RotatingFileHandler(cfg.paths.log_file, maxBytes=1_000_000, backupCount=5,
-                                                   encoding="utf-8")
-    secure_file(cfg.paths.log_file)
+    handler = private_rotating_log(cfg.paths.log_file, max_bytes=1_000_000, backups=5)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"))
     handler.setLevel(level)
     root = logging.getLogger("cxsync")
