@@ -343,7 +343,7 @@ class Ingestor:
         """Backfill every transcript in a few large transactions (FTS5 and the WAL both prefer them).
 
         A large backfill is read by a second process while this one writes (``cxsync.agent.backfill``);
-        ``CXSYNC_IMPORT_PROCESSES=1`` keeps it in one.
+        ``CXSYNC_IMPORT_PROCESSES=1`` keeps it in one, ``=2`` uses two whatever the size.
         """
         from cxsync.agent import backfill
 
@@ -351,8 +351,9 @@ class Ingestor:
         # Main sessions first so subagents find their parent's session in place.
         files.sort(key=lambda f: (f.kind != "main", str(f.path)))
         if reader_process is None:
-            reader_process = os.environ.get("CXSYNC_IMPORT_PROCESSES", "2") != "1" and \
-                sum(file_size(f.path) for f in files) >= backfill.MIN_BYTES
+            procs = os.environ.get("CXSYNC_IMPORT_PROCESSES", "").strip()
+            reader_process = procs == "2" or (procs != "1" and
+                                              sum(file_size(f.path) for f in files) >= backfill.MIN_BYTES)
         total = IngestStats()
         self.cache.set_state(import_total=len(files), import_done=0)
         self._held, self._batch = _Held(), _Batch()
