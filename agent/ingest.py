@@ -17,6 +17,7 @@ from cxsync.agent import transcript as tx
 from cxsync.agent.discovery import TranscriptFile, classify, discover, projects_dir
 from cxsync.agent.tailer import FileState, tail
 from cxsync.cache import Cache
+from cxsync.cache.apply import message_origin, origin_of_raw, owner_rank
 from cxsync.sync import events as ev
 
 log = logging.getLogger("cxsync.ingest")
@@ -65,19 +66,21 @@ class _Held:
     def __init__(self) -> None:
         self.messages: dict[str, dict[str, Any]] = {}
         self.sessions: set[str] = set()
-        self.records: set[str] = set()
+        self.records: dict[str, tuple[str, str | None]] = {}  # key -> (session, the session its line names)
         self._file_keys: list[str] = []
 
     def add(self, events: list[ev.ContextEvent]) -> None:
         for e in events:
             if e.type == ev.MESSAGE_INDEXED:
                 key = e.data["key"]
-                self.messages[key] = {"session": e.data["session"], "parts": e.data.get("parts", 1), "event": e}
+                self.messages[key] = {"session": e.data["session"], "parts": e.data.get("parts", 1), "event": e,
+                                      "origin": message_origin(e.data)}
                 self._file_keys.append(key)
             elif e.type == ev.SESSION_STARTED:
                 self.sessions.add(e.data["session"])
             elif e.type == ev.RECORDS_CAPTURED:
-                self.records.update(r["key"] for r in e.data.get("records", []))
+                self.records.update((r["key"], (e.data["session"], origin_of_raw(r.get("raw"))))
+                                    for r in e.data.get("records", []))
 
     def file_done(self) -> None:
         # Merging only ever needs the events of the file being read; keep just the identity of the others.
@@ -279,9 +282,14 @@ class Ingestor:
         n_msgs = 0
         for key, group in groups.items():
             have = known.get(key)
-            if have is not None:
-                if have["session"] != ctx.session:
-                    continue  # the same record copied into another file (resume/fork): first capture stays
+            origin = _origin(group)
+            if have is not None and have["session"] != ctx.session:
+                # The same record copied into another file (resume/fork): only its owner's copy is kept, whichever
+                # file is read first (apply moves it to the owner when the owner's copy comes later).
+                if owner_rank(ctx.session, origin) > owner_rank(have["session"], self._held_origin(key, have)):
+                    continue
+                group = _dedupe_by_uuid(group)
+            elif have is not None:
                 old_event = have["event"]
                 if old_event is None:  # held from an earlier file of this backfill: written already
                     self._flush()
@@ -301,6 +309,8 @@ class Ingestor:
                 group = _dedupe_by_uuid(group)
             msg = tx.build_message(group, ctx, indexed_at)
             if msg is not None:
+                if origin is not None:
+                    msg["origin"] = origin
                 events.append(ev.message_indexed(self.identity, msg))
                 n_msgs += 1
         if others:
@@ -314,15 +324,31 @@ class Ingestor:
                     if p.record.get("type") == "summary" and isinstance(p.record.get("leafUuid"), str):
                         r["leaf_uuid"] = p.record["leafUuid"]
                 recs.append(r)
-            fresh = self.cache.known_records(r["key"] for r in recs)
+            owners = self.cache.record_owners(r["key"] for r in recs if held is None or r["key"] not in held.records)
             if held is not None:
-                fresh |= {r["key"] for r in recs if r["key"] in held.records}
-            recs = [r for r in recs if r["key"] not in fresh]
+                owners.update((r["key"], held.records[r["key"]]) for r in recs if r["key"] in held.records)
+            # Known records are skipped, but for a copy that owns the record (see owner_rank): apply moves it.
+            recs = [r for r in recs if r["key"] not in owners or
+                    (owners[r["key"]][0] != ctx.session and
+                     owner_rank(ctx.session, origin_of_raw(r["raw"])) < owner_rank(*owners[r["key"]]))]
             for i in range(0, len(recs), RECORDS_PER_EVENT):
                 chunk = recs[i:i + RECORDS_PER_EVENT]
                 e = ev.records_captured(self.identity, ctx.session, chunk)
                 events.append(e)
         return events, n_msgs, new_session
+
+    def _held_origin(self, key: str, have: dict[str, Any]) -> str | None:
+        """The session named by the records of the copy held for ``key``."""
+        if "origin" in have:  # produced by this backfill
+            return have["origin"]  # type: ignore[no-any-return]
+        event = have["event"]
+        if event is None:  # held from an earlier file of this backfill: written already
+            self._flush()
+            stored = self.cache.known_messages([key]).get(key)
+            event = stored["event"] if stored else None
+        if event is None:
+            return None
+        return message_origin((event if isinstance(event, ev.ContextEvent) else ev.decode(event)).data)
 
     def _maybe_end_session(self, ctx: tx.FileContext, state: FileState | None, now: float | None = None) -> None:
         """Claude Code writes no end marker: a session whose file has been quiet for a while has ended."""
@@ -382,6 +408,11 @@ class Ingestor:
             stats = IngestStats(files=1)
             # A file read in several slices: hold each before reading the next, so merges see it.
             yield tf, list(self.produce(tf, stats)), {}, stats
+
+
+def _origin(group: list[tx.Piece]) -> str | None:
+    sid = group[0].record.get("sessionId") if group else None
+    return sid if isinstance(sid, str) else None
 
 
 def _dedupe_by_uuid(pieces: list[tx.Piece]) -> list[tx.Piece]:

@@ -154,6 +154,25 @@ class Cache(_search.Queries):
             out.update(r[0] for r in self.conn.execute(q, chunk))
         return out
 
+    @_locked
+    def record_owners(self, keys: Iterable[str]) -> dict[str, tuple[str, str | None]]:
+        """For ingest's copies: the session holding each of these record keys, and the session its line names."""
+        from cxsync.cache.apply import origin_of_raw
+
+        keys = list(keys)
+        out: dict[str, tuple[str, str | None]] = {}
+        payloads: dict[int, dict[str, Any]] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            q = "SELECT key, session_id, event_seq FROM records WHERE key IN (%s)" % ",".join("?" * len(chunk))
+            for k, sid, n in self.conn.execute(q, chunk).fetchall():
+                key, session, seq = str(k), str(sid), int(n)  # type: ignore[arg-type]
+                if seq not in payloads:
+                    blob = scalar(self.conn, "SELECT payload FROM events WHERE seq=?", (seq,))
+                    payloads[seq] = {r["key"]: r.get("raw") for r in ev.decode(blob).data.get("records", [])}
+                out[key] = (session, origin_of_raw(payloads[seq].get(key)))
+        return out
+
     # ---- outbox ---------------------------------------------------------------------------------------------
 
     @_locked
