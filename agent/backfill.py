@@ -29,15 +29,17 @@ MIN_BYTES = 32 << 20  # below this a second process costs more to start than it 
 JOIN_TIMEOUT = 5.0
 
 _reader: Any = None
+_lookup: Any = None
 
 
 def _init(cache_path: str, identity: tuple[str, str, str], roots: list[str]) -> None:
-    global _reader
-    from cxsync.agent.ingest import Ingestor, _Held
+    global _reader, _lookup
+    from cxsync.agent.ingest import BackfillLookup, Ingestor
     from cxsync.cache import open_cache
 
-    _reader = Ingestor(open_cache(cache_path, readonly=True), ev.Identity(*identity), [Path(r) for r in roots])
-    _reader._held = _Held()
+    cache = open_cache(cache_path, readonly=True)
+    _reader = Ingestor(cache, ev.Identity(*identity), [Path(r) for r in roots])
+    _lookup = BackfillLookup(cache)
 
 
 def _read(tf: TranscriptFile) -> tuple[TranscriptFile, list[Any], dict[str, bytes], Any]:
@@ -46,7 +48,7 @@ def _read(tf: TranscriptFile) -> tuple[TranscriptFile, list[Any], dict[str, byte
     stats = IngestStats(files=1)
     payloads: dict[str, bytes] = {}
     slices = []
-    for sl in _reader.produce(tf, stats):
+    for sl in _reader.produce(tf, stats, _lookup):
         light = []
         for e in sl.events:
             payloads[e.event_id] = ev.serialize(e)  # the writer compresses: it has cycles to spare

@@ -8,7 +8,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import orjson
 
@@ -118,6 +118,17 @@ class Cache(_search.Queries):
     def files(self) -> list[dict[str, Any]]:
         cols = FILE_COLS + ("malformed", "status")
         return [dict(zip(cols, r)) for r in self.conn.execute(f"SELECT {', '.join(cols)} FROM files ORDER BY path")]
+
+    def end_session(self, session: str, ended: Callable[[int, str | None], ev.ContextEvent]) -> bool:
+        """Announce that ``session`` ended, unless it has no messages or its last announcement still holds.
+        ``ended(message_count, last_at)`` makes the event; it is read and applied in one write transaction."""
+        with self._write():
+            row = self.conn.execute("SELECT message_count, last_at, ended_count FROM sessions WHERE session_id=?",
+                                    (session,)).fetchone()
+            if row is None or not row[0] or row[2] == row[0]:
+                return False
+            apply_in_tx(self.conn, [ended(int(row[0]), row[1])], "local", self.route)
+        return True
 
     def mark_file_deleted(self, path: str) -> None:
         with self._write():
