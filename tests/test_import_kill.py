@@ -40,20 +40,9 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")  # a zombie has ended; only its exit status waits for a parent
 
 
-def _corpus(claude_home: Path, sessions: int = 30, messages: int = 120) -> int:
-    for s in range(sessions):
-        sid = f"c1a55000-0000-4000-8000-{s:012d}"
-        recs = []
-        for i in range(messages):
-            recs.append(T.user(sid, f"question {s} {i} " + "lorem ipsum dolor sit amet " * 8))
-            recs.extend(T.assistant_lines(sid, [T.text(f"answer {s} {i} " + "consectetur " * 12)]))
-        T.write(T.session_file(claude_home, sid), recs)
-    return sessions * messages * 2
-
-
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_a_killed_import_leaves_no_process_behind(tmp_path: Path, claude_home: Path, sig: int) -> None:
-    expected = _corpus(claude_home)
+    expected = T.history(claude_home, "c1a55000", 30, 120)
     env = {**os.environ, "CXSYNC_HOME": str(tmp_path / "cxhome"), "CXSYNC_IMPORT_PROCESSES": "2"}
     cmd = [sys.executable, "-m", "cxsync.agent", "import", "--root", str(claude_home), "--json"]
     survivors: set[int] = set()

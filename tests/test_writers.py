@@ -78,19 +78,9 @@ def test_a_busy_cache_is_waited_for_never_fatal(tmp_path: Path, claude_home: Pat
         assert a.stop() == 0
 
 
-def _big_history(claude_home: Path, sessions: int, messages: int) -> None:
-    for s in range(sessions):
-        sid = f"b16e0000-0000-4000-8000-{s:012d}"
-        recs = []
-        for i in range(messages):
-            recs.append(T.user(sid, f"question {s} {i} " + "lorem ipsum dolor sit amet " * 8))
-            recs.extend(T.assistant_lines(sid, [T.text(f"answer {s} {i} " + "consectetur adipiscing " * 10)]))
-        T.write(T.session_file(claude_home, sid), recs)
-
-
 def test_an_agent_started_during_rebuild_waits_and_writes_into_the_rebuilt_cache(tmp_path: Path,
                                                                                  claude_home: Path) -> None:
-    _big_history(claude_home, 40, 150)  # 12 000 messages: a rebuild takes several seconds
+    T.history(claude_home, "b16e0000", 40, 150)  # 12 000 messages: a rebuild takes a few seconds
     f = T.write(T.session_file(claude_home, SID), [T.user(SID, "existing prompt before start")])
     a = AgentProc(tmp_path, claude_home)
     r = a.cx("import")
@@ -106,7 +96,6 @@ def test_an_agent_started_during_rebuild_waits_and_writes_into_the_rebuilt_cache
         T.write(f, [T.user(SID, f"during rebuild {i}") for i in range(20)], mode="ab")
         out, err = rebuild.communicate(timeout=120)
         assert rebuild.returncode == 0, err
-        print("rebuild:", out)
         assert agent.poll() is None, "the agent gave up instead of waiting for the rebuild"
         wait_until(lambda: (h := holder_info(lock)) is not None and h.role == AGENT, 20, what="agent started")
         T.write(f, [T.user(SID, f"after rebuild {i}") for i in range(20)], mode="ab")
