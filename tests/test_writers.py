@@ -3,6 +3,7 @@ and never writes into a database that is being swapped out."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -121,3 +122,24 @@ def test_the_lock_names_its_holder_and_one_shot_writers_refuse_each_other(tmp_pa
     finally:
         first.release()
     assert holder_info(path) is None
+
+
+def test_a_starting_agent_is_not_turned_away_by_a_status_probe(tmp_path: Path) -> None:
+    """`cxsync status` takes the lock for a moment to see whether anyone holds it: an agent starting in that
+    moment must wait it out, not exit "already running (pid -1)"."""
+    import fcntl
+
+    path = tmp_path / "run" / "agent.lock"
+    path.parent.mkdir(parents=True)
+    probe = open(path, "a+")
+    fcntl.flock(probe.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # held, and nothing written: a probe
+    released = threading.Timer(0.3, probe.close)
+    released.start()
+    agent = InstanceLock(path)
+    try:
+        assert agent.acquire()
+        h = holder_info(path)
+        assert h is not None and h.is_agent and h.pid == os.getpid()
+    finally:
+        agent.release()
+        released.join()
