@@ -28,6 +28,7 @@ from cxsync.agent.config import Config
 from cxsync.sync.errors import CxError
 from cxsync.agent.lock import InstanceLock, holder
 from cxsync.agent.paths import private_rotating_log, secure_file
+from cxsync.sync.clock import utcnow_iso
 
 log = logging.getLogger("cxsync.agent")
 
@@ -313,7 +314,7 @@ class Supervisor:
         return report
 
     def _set_error(self, title: str, hint: str) -> None:
-        self._error = {"title": title, "hint": hint, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        self._error = {"title": title, "hint": hint, "at": utcnow_iso("seconds")}
         self._publish_state()
 
     def _compute_state(self) -> str:
