@@ -48,6 +48,7 @@ class AlreadyRunning(CxError):
 def setup_file_logging(cfg: Config, level: int = logging.INFO) -> logging.Handler:
     cfg.paths.ensure()
     handler = private_rotating_log(cfg.paths.log_file, max_bytes=1_000_000, backups=5)
+    secure_file(cfg.paths.log_file)  # a log left by an older cxsync may have been created readable by others
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"))
     handler.setLevel(level)
     root = logging.getLogger("cxsync")
