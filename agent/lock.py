@@ -21,6 +21,7 @@ from typing import IO
 log = logging.getLogger("cxsync.lock")
 
 AGENT = "agent"
+COMMAND = "command"  # a one-shot command that did not name itself
 # A probe (``holder``) holds the lock for microseconds; a writer that lost the race to one tries again for this
 # long before it believes the lock is really taken.
 PROBE_GRACE = 1.0
@@ -37,12 +38,13 @@ class Holder:
         return self.role == AGENT
 
     def describe(self) -> str:
-        what = "the cxsync agent" if self.is_agent else f"`cxsync {self.role}`" if self.role else "another cxsync"
+        what = "the cxsync agent" if self.is_agent else \
+            f"`cxsync {self.role}`" if self.role and self.role != COMMAND else "another cxsync command"
         return f"{what} (pid {self.pid})" if self.pid > 0 else what
 
 
 class InstanceLock:
-    def __init__(self, path: Path, role: str = AGENT) -> None:
+    def __init__(self, path: Path, role: str = COMMAND) -> None:
         self.path = path
         self.role = role
         self._fh: IO[str] | None = None

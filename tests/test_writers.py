@@ -135,7 +135,7 @@ def test_a_starting_agent_is_not_turned_away_by_a_status_probe(tmp_path: Path) -
     fcntl.flock(probe.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # held, and nothing written: a probe
     released = threading.Timer(0.3, probe.close)
     released.start()
-    agent = InstanceLock(path)
+    agent = InstanceLock(path, AGENT)
     try:
         assert agent.acquire()
         h = holder_info(path)
