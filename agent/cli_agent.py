@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -37,6 +38,7 @@ def register(main: click.Group) -> None:
     @click.pass_obj
     def run(obj: Ctx, polling: bool) -> None:
         """Run the agent in the foreground until SIGTERM/SIGINT or `cxsync stop`."""
+        from cxsync.agent.lock import holder_info
         from cxsync.agent.supervisor import AlreadyRunning, Supervisor
 
         cfg = obj.config()
@@ -44,6 +46,11 @@ def register(main: click.Group) -> None:
 
         def on_signal(signum: int, frame: object) -> None:
             sup.stop_event.set()
+            who = holder_info(cfg.paths.lock_file)
+            if who is None or who.pid != os.getpid():
+                # Still waiting for a one-shot command (rebuild, import) to release the cache: nothing has
+                # started that needs stopping, and the wait must not outlast the request to stop.
+                raise SystemExit(0)
 
         # Before start(): a SIGTERM that arrives while starting must still mean a clean stop.
         signal.signal(signal.SIGTERM, on_signal)
@@ -53,7 +60,7 @@ def register(main: click.Group) -> None:
         except AlreadyRunning as exc:
             click.echo(f"cxsync is already running (pid {exc.pid})")
             return
-        click.echo(f"cxsync agent running (pid {__import__('os').getpid()}); logs in {cfg.paths.log_file}", err=True)
+        click.echo(f"cxsync agent running (pid {os.getpid()}); logs in {cfg.paths.log_file}", err=True)
         while not sup.stop_event.wait(3600):
             pass
         stragglers = sup.stop(timeout=10.0)

@@ -54,7 +54,7 @@ def test_a_killed_import_leaves_no_process_behind(tmp_path: Path, claude_home: P
         imp.send_signal(sig)
         imp.wait(30)
         survivors |= kids
-    wait_until(lambda: not [p for p in survivors if _alive(p)], 15,
+    wait_until(lambda: not [p for p in survivors if _alive(p)], 30,
                what=f"helpers of killed imports ended: {[p for p in survivors if _alive(p)]}")
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -19,6 +19,18 @@ from tests.test_agent import SID, AgentProc
 from cxsync.agent.lock import AGENT, InstanceLock, holder_info
 
 
+def _stop(a: AgentProc) -> int | None:
+    """Stop the agent; one that does not stop in time (a loaded machine) is killed rather than left behind."""
+    if a.proc is None:
+        return None
+    try:
+        return a.stop(signal.SIGTERM, timeout=60)
+    except subprocess.TimeoutExpired:
+        a.proc.kill()
+        a.proc.communicate()
+        raise
+
+
 def _append_users(f: Path, prefix: str, n: int, per_write: int = 10) -> None:
     for i in range(0, n, per_write):
         T.write(f, [T.user(SID, f"{prefix} {j}") for j in range(i, min(n, i + per_write))], mode="ab")
@@ -53,7 +65,7 @@ def test_import_and_sync_once_beside_a_running_agent_refuse_and_lose_nothing(tmp
         assert a.status()["state"] != "error"
         assert a.count("SELECT count(*) FROM messages") == 501  # none twice
     finally:
-        assert a.stop() == 0
+        assert _stop(a) == 0
 
 
 def test_a_busy_cache_is_waited_for_never_fatal(tmp_path: Path, claude_home: Path) -> None:
@@ -76,7 +88,7 @@ def test_a_busy_cache_is_waited_for_never_fatal(tmp_path: Path, claude_home: Pat
         wait_until(lambda: len(_contents(a, "after busy %")) == 50, 15, what="capture goes on")
         assert a.status()["state"] != "error"
     finally:
-        assert a.stop() == 0
+        assert _stop(a) == 0
 
 
 def test_an_agent_started_during_rebuild_waits_and_writes_into_the_rebuilt_cache(tmp_path: Path,
@@ -98,17 +110,16 @@ def test_an_agent_started_during_rebuild_waits_and_writes_into_the_rebuilt_cache
         out, err = rebuild.communicate(timeout=120)
         assert rebuild.returncode == 0, err
         assert agent.poll() is None, "the agent gave up instead of waiting for the rebuild"
-        wait_until(lambda: (h := holder_info(lock)) is not None and h.role == AGENT, 20, what="agent started")
+        wait_until(lambda: (h := holder_info(lock)) is not None and h.role == AGENT, 60, what="agent started")
         T.write(f, [T.user(SID, f"after rebuild {i}") for i in range(20)], mode="ab")
         wait_until(lambda: len(_contents(a, "during rebuild %")) == 20 and len(_contents(a, "after rebuild %")) == 20,
-                   20, what="new messages in the rebuilt cache")
+                   60, what="new messages in the rebuilt cache")
         assert a.count("SELECT count(*) FROM messages") == 40 * 150 * 2 + 41
     finally:
         if rebuild.poll() is None:
             rebuild.kill()
             rebuild.communicate()
-        if a.proc is not None:
-            a.stop(signal.SIGTERM)
+        _stop(a)
 
 
 def test_the_lock_names_its_holder_and_one_shot_writers_refuse_each_other(tmp_path: Path) -> None:
@@ -143,3 +154,24 @@ def test_a_starting_agent_is_not_turned_away_by_a_status_probe(tmp_path: Path) -
     finally:
         agent.release()
         released.join()
+
+
+def test_an_agent_waiting_for_a_one_shot_command_stops_on_sigterm(tmp_path: Path, claude_home: Path) -> None:
+    a = AgentProc(tmp_path, claude_home)
+    lock = InstanceLock(a.home / "run" / "agent.lock", "rebuild")  # a rebuild under way
+    assert lock.acquire()
+    agent = subprocess.Popen([sys.executable, "-m", "cxsync.agent", "run"], env=a.env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        try:
+            agent.wait(3)  # it waits for the rebuild instead of giving up
+            raise AssertionError(f"the agent exited ({agent.returncode}) instead of waiting")
+        except subprocess.TimeoutExpired:
+            pass
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(10) == 0
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+        agent.communicate()
+        lock.release()
