@@ -57,7 +57,9 @@ class InstanceLock:
         """
         if wait_for_commands is None:
             wait_for_commands = self.role == AGENT
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        from cxsync.agent.paths import make_private_dirs
+
+        make_private_dirs(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         fh = os.fdopen(fd, "r+")
         grace = time.monotonic() + PROBE_GRACE
