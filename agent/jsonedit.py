@@ -118,45 +118,53 @@ def _line_indent(text: str, i: int) -> str:
     return m.group() if m else ""
 
 
-def _dump(value: Any, indent: str, unit: str, multiline: bool) -> str:
+def _newline(text: str) -> str:
+    """The file's own line ending (a Windows-edited settings file keeps CRLF)."""
+    return "\r\n" if "\r\n" in text else "\n"
+
+
+def _dump(value: Any, indent: str, unit: str, multiline: bool, nl: str = "\n") -> str:
     if not multiline:
         return json.dumps(value, ensure_ascii=False)
-    return json.dumps(value, ensure_ascii=False, indent=unit).replace("\n", "\n" + indent)
+    return json.dumps(value, ensure_ascii=False, indent=unit).replace("\n", nl + indent)
 
 
 def _insert(text: str, c: Container, piece_for: Callable[[str, bool], str]) -> str:
     """Insert a rendered item at the end of container ``c``; ``piece_for(indent, multiline)`` renders it."""
     unit = indent_unit(text)
+    nl = _newline(text)
     multiline = "\n" in text[c.open:c.close] or not c.items
     if not c.items:
         if "\n" not in text:
             return text[:c.open + 1] + piece_for("", False) + text[c.close:]
         outer = _line_indent(text, c.open)
         inner = outer + unit
-        return text[:c.open + 1] + "\n" + inner + piece_for(inner, True) + "\n" + outer + text[c.close:]
+        return text[:c.open + 1] + nl + inner + piece_for(inner, True) + nl + outer + text[c.close:]
     last = c.items[-1]
     if multiline:
         inner = _line_indent(text, c.items[0].start)
-        return text[:last.end] + ",\n" + inner + piece_for(inner, True) + text[last.end:]
+        return text[:last.end] + "," + nl + inner + piece_for(inner, True) + text[last.end:]
     return text[:last.end] + ", " + piece_for("", False) + text[last.end:]
 
 
 def add_member(text: str, obj: Container, key: str, value: Any) -> str:
     if key in obj.keys:
         raise JsonEditError(f"key {key!r} already present")
-    unit = indent_unit(text)
-    return _insert(text, obj, lambda ind, ml: json.dumps(key, ensure_ascii=False) + ": " + _dump(value, ind, unit, ml))
+    unit, nl = indent_unit(text), _newline(text)
+    return _insert(text, obj,
+                   lambda ind, ml: json.dumps(key, ensure_ascii=False) + ": " + _dump(value, ind, unit, ml, nl))
 
 
 def add_element(text: str, arr: Container, value: Any) -> str:
-    unit = indent_unit(text)
-    return _insert(text, arr, lambda ind, ml: _dump(value, ind, unit, ml))
+    unit, nl = indent_unit(text), _newline(text)
+    return _insert(text, arr, lambda ind, ml: _dump(value, ind, unit, ml, nl))
 
 
 def replace_value(text: str, span: Span, value: Any) -> str:
     multiline = "\n" in text[span.value_start:span.end]
     indent = _line_indent(text, span.start)
-    return text[:span.value_start] + _dump(value, indent, indent_unit(text), multiline) + text[span.end:]
+    return (text[:span.value_start] + _dump(value, indent, indent_unit(text), multiline, _newline(text))
+            + text[span.end:])
 
 
 def remove_item(text: str, c: Container, index: int) -> str:

@@ -282,9 +282,11 @@ def test_the_registered_commands_run(user_files) -> None:
     ('{"a": 1}', ["b"], [1, 2]),
     ('{\n\t"a": {\n\t\t"b": []\n\t}\n}\n', ["c"], {"d": True}),
     ('  {"x": [ ], "y": {"z": 1}}  ', ["q"], "é"),
+    ('{\r\n  "a": 1\r\n}\r\n', ["b"], {"c": [1]}),  # a file saved on Windows keeps CRLF
 ])
 def test_jsonedit_add_then_remove_is_the_identity(before: str, path: list[str], value: Any) -> None:
     text, made = je.ensure_path(before, path, value)
     assert made == path and json.loads(text) == {**json.loads(before), path[0]: value}
+    assert text.count("\n") == text.count("\r\n") or "\r\n" not in before
     root = je.root(text)
     assert je.remove_item(text, root, root.keys.index(path[0])) == before
