@@ -79,11 +79,12 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from cxsync.agent import cli_admin, cli_agent, cli_query
+    from cxsync.agent import cli_admin, cli_agent, cli_query, cli_serve
 
     cli_query.register(main)
     cli_admin.register(main)
     cli_agent.register(main)
+    cli_serve.register(main)
     try:
         from cxsync.agent import cli_desktop
     except ImportError:  # pragma: no cover - the desktop commands ship with the package

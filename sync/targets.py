@@ -2,7 +2,9 @@
 
 Accepted forms::
 
-    sqlite:PATH          an embedded log in a SQLite file (relative to the current directory, ``~`` expanded)
+    sqlite:PATH          an embedded log in a SQLite file (relative to the current directory, ``~`` expanded);
+                         refused on a network filesystem (SQLite's WAL there can corrupt): use ``cxsync serve``
+    https://HOST:PORT    a ``cxsync serve`` gateway (``http://`` only on loopback); ``token`` and ``tls_ca`` opts
     fdb                  FoundationDB with the default cluster file
     fdb:CLUSTER_FILE     FoundationDB with that cluster file
     none / ""            sync is not configured (an error: nothing to open)
@@ -20,7 +22,7 @@ from cxsync.sync.errors import InvalidValue
 from cxsync.sync.port import EventLog
 
 CONFIG_HINT = 'cxsync config: [sync] target = "sqlite:/path/log.db"'
-ACCEPTED_FORMS = '"sqlite:PATH", "fdb" or "fdb:CLUSTER_FILE"'
+ACCEPTED_FORMS = '"sqlite:PATH", "https://gateway:port", "fdb" or "fdb:CLUSTER_FILE"'
 _SQLITE_OPTIONS = ("busy_timeout_ms", "notify", "recheck_interval")
 
 
@@ -44,7 +46,13 @@ def open_log(target: str, tenant: str, **opts: Any) -> EventLog:
         path = Path(os.path.expanduser(rest.strip()))
         if not path.is_absolute():
             path = Path.cwd() / path
+        refuse_network_filesystem(path)
         return SqliteEventLog(path, tenant, **{k: opts[k] for k in _SQLITE_OPTIONS if k in opts})
+    if scheme in ("https", "http"):
+        from cxsync.sync.http_log import HttpEventLog
+
+        tls = opts.get("tls") or {}
+        return HttpEventLog(spec, tenant, opts.get("token"), tls_ca=opts.get("tls_ca") or tls.get("ca"))
     if scheme == "fdb":
         cluster_file = rest.strip() or opts.get("cluster_file") or None
         if cluster_file is not None:
@@ -55,3 +63,17 @@ def open_log(target: str, tenant: str, **opts: Any) -> EventLog:
             tenant, cluster_file=cluster_file, api_version=opts.get("api_version", 730), tls=opts.get("tls")
         )
     raise InvalidValue(f"unknown sync.target {target!r}: use {ACCEPTED_FORMS}, or none to turn sync off")
+
+
+def refuse_network_filesystem(path: Path) -> None:
+    """An embedded log on NFS, SMB or sshfs can corrupt: say so, and name what to use instead."""
+    from cxsync.sync.netfs import network_filesystem
+
+    fstype = network_filesystem(path)
+    if fstype is not None:
+        raise InvalidValue(
+            f"sync.target sqlite:{path} is on a network filesystem ({fstype}): SQLite's WAL needs shared memory"
+            " and can corrupt or lose events there",
+            "to sync machines, run `cxsync serve` on one host (its log on a local disk) and point every agent at"
+            ' it: sync.target = "https://host:8443" (see README, "Sync your machines")',
+        )
