@@ -56,6 +56,8 @@ TokenSource = Callable[[], "str | None"]
 class GatewayAuthError(TransientLogError):
     """needs-auth: the gateway refused the token (missing, unknown, expired or revoked)."""
 
+    needs_auth = True  # the supervisor shows the agent as needs-auth, not offline
+
     default_hint = "create a token on the gateway (`cxsync token create`) and run `cxsync login --gateway URL`"
 
 
