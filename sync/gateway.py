@@ -52,6 +52,8 @@ from cxsync.sync.tokens import GatewayStore, QuotaRefused, TokenError, TokenReco
 log = logging.getLogger(__name__)
 
 API = "/v1"
+STREAM_PATTERN = r"^(team|u/[A-Za-z0-9._@+-]{1,128}|p/[A-Za-z0-9._-]{1,128})$"  # validate_stream's rule
+CURSOR_PATTERN = r"^[0-9a-f]{24}$"
 T = TypeVar("T")
 
 
@@ -69,7 +71,8 @@ class Limits:
 
 
 class AppendRequest(BaseModel):
-    stream: str = Field(description="team, u/<user> or p/<project>", max_length=140)
+    stream: str = Field(description="team, u/<user> or p/<project>", max_length=140,
+                        json_schema_extra={"pattern": STREAM_PATTERN})
     events: list[str] = Field(description="events in the cxsync codec, base64 (standard alphabet)")
 
 
@@ -388,7 +391,8 @@ def create_app(opener: Callable[[str], EventLog], store: GatewayStore, limits: L
         return AppendResponse(cursors=[c.hex() for c in cursors])
 
     @app.get(f"{API}/read", response_model=ReadResponse, responses=_PROBLEMS)
-    async def read(stream: str = Query(max_length=140), after: str | None = Query(None, max_length=64),
+    async def read(stream: str = Query(max_length=140, pattern=STREAM_PATTERN),
+                   after: str | None = Query(None, pattern=CURSOR_PATTERN),
                    limit: int = Query(500, ge=1, le=limits.max_read_limit),
                    who: TokenRecord = Depends(principal)) -> ReadResponse:
         """Events strictly after the cursor, in commit order (a page of at most ``limit``)."""
@@ -400,7 +404,8 @@ def create_app(opener: Callable[[str], EventLog], store: GatewayStore, limits: L
                                      for e in entries], more=len(entries) == limit)
 
     @app.get(f"{API}/wait", response_model=WaitResponse, responses=_PROBLEMS)
-    async def wait(stream: str = Query(max_length=140), after: str | None = Query(None, max_length=64),
+    async def wait(stream: str = Query(max_length=140, pattern=STREAM_PATTERN),
+                   after: str | None = Query(None, pattern=CURSOR_PATTERN),
                    timeout: float = Query(25.0, ge=0, le=limits.max_wait_seconds),
                    who: TokenRecord = Depends(principal)) -> WaitResponse:
         """Long-poll: returns as soon as the stream holds something after the cursor, or after ``timeout``."""

@@ -66,9 +66,11 @@ def mounts() -> list[tuple[str, str]]:
 def filesystem_of(path: str | os.PathLike[str], table: list[tuple[str, str]] | None = None) -> str | None:
     """The filesystem type holding ``path`` (its nearest existing ancestor), None if unknown."""
     p = Path(os.path.abspath(os.fspath(path)))
-    while not p.exists() and p != p.parent:
+    rest: list[str] = []
+    while not p.exists() and p != p.parent:  # the log file (or its folder) may not exist yet
+        rest.insert(0, p.name)
         p = p.parent
-    real = os.path.realpath(p)
+    real = os.path.join(os.path.realpath(p), *rest)
     best: tuple[int, str] | None = None
     for point, fstype in (mounts() if table is None else table):
         point = point.rstrip("/") or "/"

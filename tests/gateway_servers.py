@@ -69,6 +69,7 @@ class ProcessServer:
         self.port = sock.getsockname()[1]
         sock.close()  # a tiny race with other binders on this host; the start-up wait below would catch it
         self.url = f"http://127.0.0.1:{self.port}"
+        Path(env["CXSYNC_HOME"]).mkdir(parents=True, exist_ok=True)
         self.stderr_path = Path(env["CXSYNC_HOME"]) / f"serve-{self.port}.log"
         self._stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
