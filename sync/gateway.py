@@ -406,7 +406,7 @@ def create_app(opener: Callable[[str], EventLog], store: GatewayStore, limits: L
     @app.get(f"{API}/wait", response_model=WaitResponse, responses=_PROBLEMS)
     async def wait(stream: str = Query(max_length=140, pattern=STREAM_PATTERN),
                    after: str | None = Query(None, pattern=CURSOR_PATTERN),
-                   timeout: float = Query(25.0, ge=0, le=limits.max_wait_seconds),
+                   timeout: float = Query(min(25.0, limits.max_wait_seconds), ge=0, le=limits.max_wait_seconds),
                    who: TokenRecord = Depends(principal)) -> WaitResponse:
         """Long-poll: returns as soon as the stream holds something after the cursor, or after ``timeout``."""
         stream = stream_for(who, stream, write=False)

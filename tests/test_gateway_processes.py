@@ -73,3 +73,14 @@ def test_two_servers_over_one_backend_share_tokens_and_revocation(tmp_path: Path
 def test_serve_refuses_plain_http_beyond_loopback(tmp_path: Path) -> None:
     r = cx({"CXSYNC_HOME": str(tmp_path)}, "serve", "--host", "0.0.0.0", "--log", f"sqlite:{tmp_path / 'l.db'}")
     assert r.returncode == 2 and "--tls-cert" in r.stderr
+
+
+def test_the_systemd_unit_runs_cxsync_serve_with_tls_and_a_state_directory() -> None:
+    import configparser
+
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.read(Path(__file__).parent.parent / "packaging" / "systemd" / "cxsync-serve.service")
+    service = unit["Service"]
+    assert " serve " in service["ExecStart"] and "--tls-cert" in service["ExecStart"]
+    assert service["User"] == "cxsync" and service["StateDirectory"] == "cxsync" and service["UMask"] == "0077"
+    assert "CXSYNC_SERVE_LOG=sqlite:/var/lib/cxsync/log.db" in service["Environment"]
