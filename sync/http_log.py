@@ -102,7 +102,7 @@ class HttpEventLog:
                  transport: httpx.BaseTransport | None = None) -> None:
         self.tenant = validate_name("tenant", tenant)
         self.url = check_url(url)
-        self._token_source: TokenSource = token if callable(token) else (lambda: token)  # type: ignore[assignment,return-value]
+        self._token_source: TokenSource = token if callable(token) else (lambda: token)
         self._token: str | None = None
         self._lock = threading.Lock()
         self._not_before = 0.0
@@ -189,7 +189,7 @@ class HttpEventLog:
 
     def whoami(self) -> dict[str, Any]:
         """What the gateway says the token is (``cxsync login --gateway`` checks a token with it)."""
-        return self._call("GET", "/v1/whoami", ())
+        return dict(self._call("GET", "/v1/whoami", ()))
 
     # ---- one request, its errors, and the hold-back ------------------------------------------------------
 

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence, cast
 
 from cxsync.sync.errors import CxError, InvalidValue
 from cxsync.sync.port import validate_name, validate_stream
@@ -292,7 +292,7 @@ class SqliteGatewayStore:
             rows = self._conn.execute(
                 "SELECT tenant, id, record FROM tokens WHERE ?1 IS NULL OR tenant = ?1 ORDER BY tenant, id",
                 (tenant,)).fetchall()
-        return [TokenRecord.from_json(t, i, r) for t, i, r in rows]
+        return [TokenRecord.from_json(str(t), str(i), bytes(cast(bytes, r))) for t, i, r in rows]
 
     def revoke(self, tenant: str, token_id: str, now: float) -> bool:
         with self._tx():

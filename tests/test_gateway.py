@@ -355,3 +355,21 @@ def test_tokens_never_appear_in_the_servers_or_the_agents_logs(gw: Gw, caplog: p
     assert secret not in caplog.text and secret not in str(refused.value)
     assert all(secret not in r.public().values() for r in gw.store.list_tokens("acme"))  # type: ignore[operator]
     assert secret.encode() not in gw.store.path.read_bytes()
+
+
+def test_a_waiter_ahead_of_the_others_is_not_woken_by_a_commit_it_has_already_passed(gw: Gw) -> None:
+    token = gw.token("alice")
+    (head,) = gw.client(token).append("team", [ev("h")])
+    ahead = bytes.fromhex("7f" * 12)  # e.g. a cursor of another stream, far beyond this one's head
+    results: dict[str, bool] = {}
+    threads = [threading.Thread(target=lambda n=n, c=c: results.setdefault(n, gw.client(token).wait("team", c, 3)))
+               for n, c in (("at-head", head), ("ahead", ahead))]
+    for t in threads:
+        t.start()
+    wait_until(lambda: gw.server.app.state.hub.waiter_count() == 2, 10, what="both long-polls are held")
+    gw.client(token).append("team", [ev("next")])
+    threads[0].join(10)
+    assert results == {"at-head": True}
+    wait_until(lambda: gw.server.app.state.hub.waiter_count() == 1, 5, what="the one ahead waits again")
+    threads[1].join(10)
+    assert results == {"at-head": True, "ahead": False}
