@@ -84,3 +84,27 @@ def test_two_machines_converge_through_the_gateway_and_a_teammate_sees_only_team
     assert carol.js("sessions") == [] and carol.js("query", "quaternions", "--limit", "5") == []
     with pytest.raises(PermanentLogError, match="may not read 'u/alice'"):
         HttpEventLog(server.url, "acme", carol_token).read("u/alice", None)
+
+
+def test_quota_and_auth_refusals_reach_the_user_through_the_cli(
+        tmp_path: Path, gateway: tuple[ThreadServer, SqliteGatewayStore]) -> None:
+    from cxsync.sync.tokens import Quota
+
+    server, store = gateway
+    token, record = create_token(store, "acme", "dave")
+    dave = Machine(tmp_path, "daves-laptop", "dave", server.url, token)
+    s = "e0e0e0e0-0000-4000-8000-00000000e0e0"
+    T.write(T.session_file(dave.claude, s), [T.user(s, "a question about tides"),
+                                             *T.assistant_lines(s, [T.text("the moon")])])
+    dave.js("import", "--root", str(dave.claude))
+    store.set_quota("acme", Quota(events_per_day=1))
+    synced = dave.js("sync", "--once")
+    assert synced["pushed"] == 0 and synced["quarantined"] > 0
+    status = dave.js("status")
+    assert "daily event quota reached" in json.dumps(status["last_error"])
+
+    store.revoke("acme", record.token_id, 0)
+    refused = dave.cx("sync", "--once")
+    assert refused.returncode != 0
+    assert "needs-auth" in refused.stderr and "login --gateway" in refused.stderr
+    assert token.split("~")[2] not in refused.stderr + refused.stdout
