@@ -17,6 +17,10 @@ below is the whole story (``T`` is the tenant, ``S`` a stream, ``VS`` a tuple-la
         "knowledge", id                                                -> (S, VS, kind): the knowledge index
         "metadata", "limits", "events"|"bytes"                         -> int64 little-endian (operator-set quota)
         "metadata", "usage", "events"|"bytes"                          -> int64 little-endian (atomic add)
+        "gateway", "tokens", TOKEN_ID                                  -> JSON token record (SHA-256, never the token)
+        "gateway", "revocations"                                       -> int64 LE epoch, +1 per revocation
+        "gateway", "quota", "events_per_day"|"bytes_stored"            -> int64 LE (operator-set)
+        "gateway", "usage", "events", DAY | "gateway", "usage", "bytes" -> int64 LE (atomic add)
 
 The auxiliary subspaces ("chunks", "heads", "event-ids") sit beside the streams inside the tenant's events
 subspace: ``validate_stream`` admits only ``team``, ``u/…`` and ``p/…``, so no stream can be named like them, and
