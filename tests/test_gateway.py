@@ -373,3 +373,46 @@ def test_a_waiter_ahead_of_the_others_is_not_woken_by_a_commit_it_has_already_pa
     wait_until(lambda: gw.server.app.state.hub.waiter_count() == 1, 5, what="the one ahead waits again")
     threads[1].join(10)
     assert results == {"at-head": True, "ahead": False}
+
+
+def test_retry_after_holds_the_agent_back_then_lets_it_through(tmp_path: Path) -> None:
+    from cxsync.sync.port import TransientLogError
+    from cxsync.sync.sqlite_log import SqliteEventLog
+
+    down = {"on": True}
+
+    class Busy(SqliteEventLog):
+        def read(self, stream: str, after: bytes | None, limit: int = 1000) -> Any:
+            if down["on"]:
+                raise TransientLogError("the disk is busy")
+            return super().read(stream, after, limit)
+
+    _, store = sqlite_backend(tmp_path)
+    with ThreadServer(lambda t: Busy(tmp_path / "busy.db", t), store) as server:
+        log = HttpEventLog(server.url, "acme", create_token(store, "acme", "alice")[0])
+        with pytest.raises(TransientLogError, match="503"):
+            log.read("team", None)
+        down["on"] = False  # back at once, but the server asked for 1 s
+        with pytest.raises(TransientLogError, match="503"):
+            log.read("team", None)  # answered locally, inside the Retry-After
+        assert server.app.state.metrics.requests.labels("/v1/read", "503")._value.get() == 1
+        wait_until(lambda: _succeeds(log), 5, interval=0.1, what="through once Retry-After has passed")
+
+
+def _succeeds(log: HttpEventLog) -> bool:
+    from cxsync.sync.port import TransientLogError
+
+    try:
+        return log.read("team", None) == []
+    except TransientLogError:
+        return False
+
+
+def test_retry_after_is_read_as_seconds_or_an_http_date_and_capped() -> None:
+    from email.utils import formatdate
+
+    from cxsync.sync.http_log import RETRY_AFTER_CAP, _retry_after
+
+    assert _retry_after("7") == 7.0 and _retry_after("-3") == 0.0 and _retry_after("999999") == RETRY_AFTER_CAP
+    assert 25 < (_retry_after(formatdate(time.time() + 30, usegmt=True)) or 0) <= 30
+    assert _retry_after(None) is None and _retry_after("soon") is None
