@@ -35,17 +35,22 @@ _log_option = click.option("--log", "log_target", default=None, metavar="TARGET"
 @click.command("serve")
 @_log_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on (0.0.0.0: all)")
-@click.option("--port", default=8443, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--port", default=8443, show_default=True, type=click.IntRange(1, 65535), help="port to listen on")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="PEM certificate (chain)")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="PEM private key")
 @click.option("--behind-proxy", is_flag=True,
               help="trust X-Forwarded-* from --forwarded-allow-ips (TLS is ended by the proxy)")
-@click.option("--forwarded-allow-ips", default="127.0.0.1", show_default=True)
-@click.option("--max-body-mb", default=16, show_default=True, type=click.IntRange(1, 1024))
+@click.option("--forwarded-allow-ips", default="127.0.0.1", show_default=True,
+              help="with --behind-proxy: the proxy addresses whose X-Forwarded-* headers are trusted")
+@click.option("--max-body-mb", default=16, show_default=True, type=click.IntRange(1, 1024),
+              help="largest request body accepted (413 above)")
 @click.option("--api-version", default=730, show_default=True, type=int, help="FoundationDB API version")
 def serve_command(log_target: str | None, host: str, port: int, tls_cert: str | None, tls_key: str | None,
                   behind_proxy: bool, forwarded_allow_ips: str, max_body_mb: int, api_version: int) -> None:
-    """Run the sync gateway: agents sync through it with a token (sync.target = "https://host:port")."""
+    """Run the sync gateway: agents sync through it with a token (sync.target = "https://host:port").
+
+    Example: `cxsync serve --host 0.0.0.0 --tls-cert fullchain.pem --tls-key privkey.pem`
+    """
     import uvicorn
 
     from cxsync.sync.gateway import Limits, create_app, open_backend
@@ -69,7 +74,10 @@ def serve_command(log_target: str | None, host: str, port: int, tls_cert: str | 
 
 @click.group("token")
 def token_group() -> None:
-    """Create, list and revoke gateway tokens (run on the server, or anywhere that reaches its backend)."""
+    """Create, list and revoke gateway tokens (run on the server, or anywhere that reaches its backend).
+
+    Example: `cxsync token create --tenant acme --user alice --project web`
+    """
 
 
 def _store(log_target: str | None) -> Any:
@@ -80,16 +88,19 @@ def _store(log_target: str | None) -> Any:
 
 @token_group.command("create")
 @_log_option
-@click.option("--tenant", required=True)
-@click.option("--user", required=True)
+@click.option("--tenant", required=True, help="the organisation the token acts in")
+@click.option("--user", required=True, help="the user the token acts as")
 @click.option("--project", "projects", multiple=True, help="a project the token is a member of (repeat)")
 @click.option("--expires", default="90d", show_default=True, help="lifetime: 90d, 12h, 2w; 'never' for none")
 @click.option("--service", is_flag=True, help="every stream of the tenant (backups, mirrors): use sparingly")
 @click.option("--label", default="", help="a note shown by `token list` (which machine, whose)")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the token and its record as JSON.")
 def token_create(log_target: str | None, tenant: str, user: str, projects: tuple[str, ...], expires: str,
                  service: bool, label: str, as_json: bool) -> None:
-    """Create a token; it is printed once and stored only as a hash."""
+    """Create a token; it is printed once and stored only as a hash.
+
+    Example: `cxsync token create --tenant acme --user alice --expires 30d --label laptop`
+    """
     from cxsync.sync.tokens import create_token, parse_duration
 
     lifetime = None if expires.strip().lower() == "never" else parse_duration(expires)
@@ -110,9 +121,12 @@ def token_create(log_target: str | None, tenant: str, user: str, projects: tuple
 @token_group.command("list")
 @_log_option
 @click.option("--tenant", default=None, help="only this tenant (required with a FoundationDB backend)")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the tokens as JSON.")
 def token_list(log_target: str | None, tenant: str | None, as_json: bool) -> None:
-    """List tokens (never their secret)."""
+    """List tokens (never their secret).
+
+    Example: `cxsync token list --tenant acme`
+    """
     store = _store(log_target)
     try:
         records = [r.public() for r in store.list_tokens(tenant)]
@@ -129,10 +143,13 @@ def token_list(log_target: str | None, tenant: str | None, as_json: bool) -> Non
 
 @token_group.command("revoke")
 @_log_option
-@click.option("--tenant", required=True)
+@click.option("--tenant", required=True, help="the tenant the token belongs to")
 @click.argument("token_id")
 def token_revoke(log_target: str | None, tenant: str, token_id: str) -> None:
-    """Revoke a token at once (open long-polls included) on every server over this backend."""
+    """Revoke a token at once (open long-polls included) on every server over this backend.
+
+    Example: `cxsync token revoke --tenant acme 8d461728d815cbe0`
+    """
     import time
 
     store = _store(log_target)
@@ -147,13 +164,16 @@ def token_revoke(log_target: str | None, tenant: str, token_id: str) -> None:
 
 @token_group.command("quota")
 @_log_option
-@click.option("--tenant", required=True)
-@click.option("--events-per-day", type=click.IntRange(0), default=None)
+@click.option("--tenant", required=True, help="the tenant whose quota is shown or set")
+@click.option("--events-per-day", type=click.IntRange(0), default=None, help="events accepted per UTC day")
 @click.option("--bytes", "nbytes", type=click.IntRange(0), default=None, help="bytes stored")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print quota and usage as JSON.")
 def token_quota(log_target: str | None, tenant: str, events_per_day: int | None, nbytes: int | None,
                 as_json: bool) -> None:
-    """Show a tenant's quota and usage; set it with --events-per-day / --bytes."""
+    """Show a tenant's quota and usage; set it with --events-per-day / --bytes.
+
+    Example: `cxsync token quota --tenant acme --events-per-day 200000`
+    """
     import time
 
     from cxsync.sync.tokens import Quota

@@ -12,7 +12,6 @@ from typing import Any, Iterator
 
 import pytest
 
-from cxsync.sync.events import Identity, knowledge_extracted
 from cxsync.sync.http_log import HttpEventLog
 from cxsync.sync.port import PermanentLogError
 from cxsync.sync.tokens import SqliteGatewayStore, create_token
@@ -61,7 +60,10 @@ def test_two_machines_converge_through_the_gateway_and_a_teammate_sees_only_team
     assert pulled["pulled"]["u/alice"]["applied"] == pushed["pushed"]
     for q in ("compaction", "phoenix server"):
         assert desktop.js("query", q, "--limit", "20") == laptop.js("query", q, "--limit", "20")
-    assert desktop.js("sessions") == laptop.js("sessions")
+    def same(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:  # each machine marks the other's as remote
+        return [{k: v for k, v in r.items() if k != "remote"} for r in rows]
+
+    assert same(desktop.js("sessions")) == same(laptop.js("sessions"))
 
     s = "d0d0d0d0-0000-4000-8000-00000000d0d0"
     T.write(T.session_file(desktop.claude, s), [T.user(s, "desktop only question about quaternions"),
@@ -71,16 +73,17 @@ def test_two_machines_converge_through_the_gateway_and_a_teammate_sees_only_team
     assert laptop.js("sync", "--once")["pulled"]["u/alice"]["applied"] >= 3
     assert laptop.js("query", "quaternions", "--limit", "5")
 
-    # alice publishes a decision to the team (what the agent's share does, through the same adapter)
-    alice = HttpEventLog(server.url, "acme", laptop.token)
-    decision = knowledge_extracted(Identity("acme", "alice", "laptop"),
-                                   {"id": "k-1", "type": "decision", "title": "use the gateway"}, [])
-    alice.append("team", [decision])
+    # alice shares one extracted item with the team, through the CLI
+    item = laptop.js("knowledge")[0]["id"]
+    shared = laptop.cx("share", item, "--scope", "team")
+    assert shared.returncode == 0, shared.stderr
+    assert laptop.js("sync", "--once")["pushed"] >= 1
 
     carol_token = create_token(store, "acme", "carol")[0]
     carol = Machine(tmp_path, "carols-laptop", "carol", server.url, carol_token)
     got = carol.js("sync", "--once")
-    assert got["pulled"]["team"]["read"] == 1 and got["pulled"]["u/carol"]["read"] == 0
+    assert got["pulled"]["team"]["read"] >= 1 and got["pulled"]["u/carol"]["read"] == 0
+    assert [k["id"] for k in carol.js("knowledge", "--scope", "team")] == [item]
     assert carol.js("sessions") == [] and carol.js("query", "quaternions", "--limit", "5") == []
     with pytest.raises(PermanentLogError, match="may not read 'u/alice'"):
         HttpEventLog(server.url, "acme", carol_token).read("u/alice", None)
