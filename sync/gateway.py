@@ -413,7 +413,11 @@ def create_app(opener: Callable[[str], EventLog], store: GatewayStore, limits: L
         except QuotaRefused as exc:
             raise Refusal(429, "quota", f"{exc.title} (tenant {who.tenant})", [e.event_id for e in events],
                           exc.retry_after) from None
-        cursors = await log_call(pool.get(who.tenant).append, stream, events)
+        try:
+            cursors = await log_call(pool.get(who.tenant).append, stream, events)
+        except Refusal:  # nothing was stored: give the quota back (a negative charge always fits)
+            await blocking(store.charge, who.tenant, -len(events), -nbytes, time.time())
+            raise
         metrics.events_appended.inc(len(events))
         return AppendResponse(cursors=[c.hex() for c in cursors])
 

@@ -416,3 +416,27 @@ def test_retry_after_is_read_as_seconds_or_an_http_date_and_capped() -> None:
     assert _retry_after("7") == 7.0 and _retry_after("-3") == 0.0 and _retry_after("999999") == RETRY_AFTER_CAP
     assert 25 < (_retry_after(formatdate(time.time() + 30, usegmt=True)) or 0) <= 30
     assert _retry_after(None) is None and _retry_after("soon") is None
+
+
+def test_a_batch_the_log_refuses_costs_no_quota(tmp_path: Path) -> None:
+    from cxsync.sync.port import TransientLogError
+    from cxsync.sync.sqlite_log import SqliteEventLog
+
+    class Picky(SqliteEventLog):
+        def append(self, stream: str, events: Any) -> list[bytes]:
+            if any(e.event_id.startswith("bad") for e in events):
+                raise PermanentLogError("refused", [e.event_id for e in events if e.event_id.startswith("bad")])
+            if any(e.event_id.startswith("busy") for e in events):
+                raise TransientLogError("busy")
+            return super().append(stream, events)
+
+    _, store = sqlite_backend(tmp_path)
+    with ThreadServer(lambda t: Picky(tmp_path / "picky.db", t), store) as server:
+        alice = HttpEventLog(server.url, "acme", create_token(store, "acme", "alice")[0])
+        alice.append("u/alice", [ev("a")])
+        before = store.usage("acme", time.time())
+        with pytest.raises(PermanentLogError, match="refused"):
+            alice.append("u/alice", [ev("b"), ev("bad-1")])
+        with pytest.raises(TransientLogError):
+            alice.append("u/alice", [ev("busy-1")])
+        assert store.usage("acme", time.time()) == before
