@@ -42,6 +42,7 @@ from cxsync.sync.gateway_wait import Revoked, WaitHub
 from cxsync.sync.port import (
     CURSOR_LEN,
     EventLog,
+    LogError,
     PermanentLogError,
     QuotaExceeded,
     TransientLogError,
@@ -65,6 +66,7 @@ class Limits:
     max_wait_seconds: float = 30.0
     revocation_check_seconds: float = 0.25
     worker_threads: int = 32
+    unavailable_retry_after: int = 1  # seconds a 503 asks the agent to hold back
 
 
 # ---- the wire model (the OpenAPI description is generated from it) ---------------------------------------
@@ -343,6 +345,10 @@ def create_app(opener: Callable[[str], EventLog], store: GatewayStore, limits: L
             return await blocking(authenticate, store, credentials.credentials)
         except TokenError as exc:
             raise Refusal(401, "auth", exc.title) from None
+        except LogError as exc:  # the token store (FoundationDB) is unreachable: not the agent's fault
+            log.warning("token store unavailable: %s", exc)
+            raise Refusal(503, "unavailable", "the token store is unavailable; retry later",
+                          retry_after=limits.unavailable_retry_after) from None
 
     def stream_for(who: TokenRecord, stream: str, write: bool) -> str:
         try:
@@ -373,7 +379,8 @@ def create_app(opener: Callable[[str], EventLog], store: GatewayStore, limits: L
                 raise Refusal(422, "rejected", exc.title, exc.event_ids) from None
             except TransientLogError as exc:
                 log.warning("log unavailable: %s", exc)
-                raise Refusal(503, "unavailable", "the event log is unavailable; retry later", retry_after=1) from None
+                raise Refusal(503, "unavailable", "the event log is unavailable; retry later",
+                              retry_after=limits.unavailable_retry_after) from None
             except InvalidValue as exc:
                 raise Refusal(422, "invalid", exc.title) from None
         return run()
@@ -413,6 +420,10 @@ def create_app(opener: Callable[[str], EventLog], store: GatewayStore, limits: L
         except QuotaRefused as exc:
             raise Refusal(429, "quota", f"{exc.title} (tenant {who.tenant})", [e.event_id for e in events],
                           exc.retry_after) from None
+        except LogError as exc:
+            log.warning("quota store unavailable: %s", exc)
+            raise Refusal(503, "unavailable", "the quota store is unavailable; retry later",
+                          retry_after=limits.unavailable_retry_after) from None
         try:
             cursors = await log_call(pool.get(who.tenant).append, stream, events)
         except Refusal:  # nothing was stored: give the quota back (a negative charge always fits)

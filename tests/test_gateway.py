@@ -388,15 +388,15 @@ def test_retry_after_holds_the_agent_back_then_lets_it_through(tmp_path: Path) -
             return super().read(stream, after, limit)
 
     _, store = sqlite_backend(tmp_path)
-    with ThreadServer(lambda t: Busy(tmp_path / "busy.db", t), store) as server:
+    with ThreadServer(lambda t: Busy(tmp_path / "busy.db", t), store, Limits(unavailable_retry_after=3)) as server:
         log = HttpEventLog(server.url, "acme", create_token(store, "acme", "alice")[0])
         with pytest.raises(TransientLogError, match="503"):
             log.read("team", None)
-        down["on"] = False  # back at once, but the server asked for 1 s
+        down["on"] = False  # back at once, but the server asked for 3 s
         with pytest.raises(TransientLogError, match="503"):
             log.read("team", None)  # answered locally, inside the Retry-After
         assert server.app.state.metrics.requests.labels("/v1/read", "503")._value.get() == 1
-        wait_until(lambda: _succeeds(log), 5, interval=0.1, what="through once Retry-After has passed")
+        wait_until(lambda: _succeeds(log), 10, interval=0.1, what="through once Retry-After has passed")
 
 
 def _succeeds(log: HttpEventLog) -> bool:
@@ -440,3 +440,20 @@ def test_a_batch_the_log_refuses_costs_no_quota(tmp_path: Path) -> None:
         with pytest.raises(TransientLogError):
             alice.append("u/alice", [ev("busy-1")])
         assert store.usage("acme", time.time()) == before
+
+
+def test_an_unreachable_token_store_is_a_503_not_a_crash(gw: Gw, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cxsync.sync.port import TransientLogError
+
+    token = gw.token("alice")
+
+    def down(*a: Any) -> None:
+        raise TransientLogError("FoundationDB: timed out")
+
+    monkeypatch.setattr(gw.store, "get_token", down)
+    r = gw.raw("GET", "/v1/read", token, params={"stream": "team"})
+    assert r.status_code == 503 and r.json()["error"] == "unavailable" and r.headers["Retry-After"] == "1"
+    monkeypatch.undo()
+    monkeypatch.setattr(gw.store, "charge", down)
+    r = gw.raw("POST", "/v1/append", token, json={"stream": "team", "events": [b64(ev("q"))]})
+    assert r.status_code == 503
