@@ -94,6 +94,16 @@ def check_url(url: str) -> str:
     return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
 
 
+class _Poll:
+    """One long-poll request in flight, shared by the waits that ask for the same stream and cursor."""
+
+    def __init__(self, after: bytes | None) -> None:
+        self.after = after
+        self.done = threading.Event()
+        self.newer = False
+        self.error: BaseException | None = None
+
+
 class HttpEventLog:
     """EventLog through the gateway at ``url``; ``token`` is the token or a callable returning it."""
 
@@ -109,6 +119,7 @@ class HttpEventLog:
         self._held: TransientLogError | None = None
         self._held_token: str | None = None
         self._auth_backoff = AUTH_BACKOFF_START
+        self._polls: dict[str, _Poll] = {}
         verify: ssl.SSLContext | bool = True
         if tls_ca:
             path = os.path.expanduser(tls_ca)
@@ -171,21 +182,55 @@ class HttpEventLog:
         return out
 
     def wait(self, stream: str, after: bytes | None, timeout: float) -> bool:
+        """Long-poll.  The engine waits in short slices (so that a stop is seen quickly); one long-poll of up to
+        ``SERVER_MAX_WAIT`` stays open across those slices instead of one request per slice: a slice that ends
+        leaves it running, and the next wait for the same stream and cursor picks it up."""
         validate_stream(stream)
         after = check_cursor(after)
-        deadline = time.monotonic() + max(0.0, timeout)
+        if timeout <= 0:
+            return self._poll_once(stream, after, 0.0)
+        deadline = time.monotonic() + timeout
         while True:
-            slice_ = max(0.0, min(deadline - time.monotonic(), SERVER_MAX_WAIT))
-            params = {"stream": stream, "timeout": f"{slice_:.3f}", **({"after": after.hex()} if after else {})}
-            data = self._call("GET", "/v1/wait", (), params=params,
-                              timeout=httpx.Timeout(slice_ + 30.0, connect=10.0))
-            if data.get("newer"):
+            poll = self._poll_for(stream, after)
+            if not poll.done.wait(max(0.0, deadline - time.monotonic())):
+                return False  # still open: the next slice finds it
+            with self._lock:
+                if self._polls.get(stream) is poll:
+                    del self._polls[stream]
+            if poll.error is not None:
+                raise poll.error
+            if poll.newer:
                 return True
             if time.monotonic() >= deadline:
                 return False
 
+    def _poll_once(self, stream: str, after: bytes | None, wait_for: float) -> bool:
+        params = {"stream": stream, "timeout": f"{wait_for:.3f}", **({"after": after.hex()} if after else {})}
+        data = self._call("GET", "/v1/wait", (), params=params, timeout=httpx.Timeout(wait_for + 30.0, connect=10.0))
+        return bool(data.get("newer"))
+
+    def _poll_for(self, stream: str, after: bytes | None) -> _Poll:
+        """The open long-poll of ``stream`` after ``after``, started if there is none (one per stream: a poll
+        for an older cursor is left to end on its own)."""
+        with self._lock:
+            poll = self._polls.get(stream)
+            if poll is not None and poll.after == after:
+                return poll
+            poll = self._polls[stream] = _Poll(after)
+
+        def run() -> None:
+            try:
+                poll.newer = self._poll_once(stream, after, SERVER_MAX_WAIT)
+            except BaseException as exc:  # handed to whichever wait picks the poll up
+                poll.error = exc
+            finally:
+                poll.done.set()
+
+        threading.Thread(target=run, name=f"cxsync-gateway-poll-{stream}", daemon=True).start()
+        return poll
+
     def close(self) -> None:
-        self._client.close()
+        self._client.close()  # open long-polls fail at once and their threads end
 
     def whoami(self) -> dict[str, Any]:
         """What the gateway says the token is (``cxsync login --gateway`` checks a token with it)."""

@@ -457,3 +457,18 @@ def test_an_unreachable_token_store_is_a_503_not_a_crash(gw: Gw, monkeypatch: py
     monkeypatch.setattr(gw.store, "charge", down)
     r = gw.raw("POST", "/v1/append", token, json={"stream": "team", "events": [b64(ev("q"))]})
     assert r.status_code == 503
+
+
+def test_short_wait_slices_share_one_long_poll(gw: Gw) -> None:
+    token = gw.token("alice")
+    log = gw.client(token)
+    (head,) = log.append("team", [ev("h")])
+    hub = gw.server.app.state.hub
+    for _ in range(5):  # the engine's slices: each ends, the request behind them stays open
+        assert log.wait("team", head, 0.2) is False
+    assert hub.waiter_count() == 1
+    gw.client(token).append("team", [ev("next")])
+    wait_until(lambda: log.wait("team", head, 0.2), 5, what="the shared long-poll saw the append")
+    requests = gw.server.app.state.metrics.requests
+    assert requests.labels("/v1/wait", "200")._value.get() == 1  # one long-poll served all six slices
+    log.close()
