@@ -64,11 +64,13 @@ def sqlite_backend(tmp_path: Path) -> tuple[Callable[[str], EventLog], GatewaySt
 class ProcessServer:
     """`cxsync serve` as a child process (its own interpreter, its own connections to the backend)."""
 
-    def __init__(self, log_target: str, env: dict[str, str], extra: tuple[str, ...] = ()) -> None:
+    def __init__(self, log_target: str, env: dict[str, str], extra: tuple[str, ...] = (),
+                 verify: str | bool = True) -> None:
         sock = free_socket()
         self.port = sock.getsockname()[1]
         sock.close()  # a tiny race with other binders on this host; the start-up wait below would catch it
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if '--tls-cert' in extra else 'http'}://127.0.0.1:{self.port}"
+        self.verify = verify
         Path(env["CXSYNC_HOME"]).mkdir(parents=True, exist_ok=True)
         self.stderr_path = Path(env["CXSYNC_HOME"]) / f"serve-{self.port}.log"
         self._stderr = open(self.stderr_path, "wb")
@@ -81,7 +83,7 @@ class ProcessServer:
             if self.proc.poll() is not None:
                 raise AssertionError(f"cxsync serve exited: {self.stderr_path.read_text()}")
             try:
-                return httpx.get(f"{self.url}/v1/health", timeout=1).status_code == 200
+                return httpx.get(f"{self.url}/v1/health", timeout=1, verify=self.verify).status_code == 200
             except httpx.TransportError:
                 return False
 

@@ -84,3 +84,34 @@ def test_the_systemd_unit_runs_cxsync_serve_with_tls_and_a_state_directory() -> 
     assert " serve " in service["ExecStart"] and "--tls-cert" in service["ExecStart"]
     assert service["User"] == "cxsync" and service["StateDirectory"] == "cxsync" and service["UMask"] == "0077"
     assert "CXSYNC_SERVE_LOG=sqlite:/var/lib/cxsync/log.db" in service["Environment"]
+
+
+def test_serve_with_tls_cert_and_key_and_the_quota_command(tmp_path: Path) -> None:
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    env = {"CXSYNC_HOME": str(tmp_path / "home"), "CXSYNC_SERVE_LOG": f"sqlite:{tmp_path / 'srv' / 'log.db'}"}
+    token = cx(env, "token", "create", "--tenant", "acme", "--user", "alice").stdout.strip()
+    quota = cx(env, "token", "quota", "--tenant", "acme", "--events-per-day", "1", "--json")
+    assert quota.returncode == 0 and json.loads(quota.stdout)["events_per_day"] == 1
+    tls = ("--tls-cert", str(tmp_path / "cert.pem"), "--tls-key", str(tmp_path / "key.pem"), "--host", "0.0.0.0")
+    with ProcessServer(env["CXSYNC_SERVE_LOG"], env, tls, verify=ssl.create_default_context(
+            cafile=str(tmp_path / "ca.pem"))) as server:
+        assert server.url.startswith("https://")
+        log = HttpEventLog(server.url, "acme", token, tls_ca=str(tmp_path / "ca.pem"))
+        log.append("u/alice", [make_event("acme", "one")])
+        from cxsync.sync.port import QuotaExceeded
+
+        try:
+            log.append("u/alice", [make_event("acme", "two")])
+            raise AssertionError("the quota set with `cxsync token quota` was not enforced")
+        except QuotaExceeded as exc:
+            assert "daily event quota reached: 1 of 1" in exc.title
+    used = json.loads(cx(env, "token", "quota", "--tenant", "acme", "--json").stdout)
+    assert used["events_today"] == 1
