@@ -115,3 +115,21 @@ def test_serve_with_tls_cert_and_key_and_the_quota_command(tmp_path: Path) -> No
             assert "daily event quota reached: 1 of 1" in exc.title
     used = json.loads(cx(env, "token", "quota", "--tenant", "acme", "--json").stdout)
     assert used["events_today"] == 1
+
+
+def test_doctor_checks_a_gateway_target(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from cxsync.agent.cli_doctor import FAIL, OK, check_target
+    from tests.gateway_servers import ThreadServer, sqlite_backend
+
+    def cfg(url: str) -> SimpleNamespace:
+        return SimpleNamespace(sync=SimpleNamespace(target=url, tls={}),
+                               paths=SimpleNamespace(config_file=tmp_path / "config.toml"))
+
+    with ThreadServer(*sqlite_backend(tmp_path)) as server:
+        [up] = list(check_target(cfg(server.url), ""))
+        url = server.url
+    assert up.status == OK and "gateway health: 200" in up.detail
+    [down] = list(check_target(cfg(url), ""))
+    assert down.status == FAIL and "cxsync serve" in down.hint
