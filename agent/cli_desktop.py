@@ -91,7 +91,8 @@ def _login_gateway(cfg: Config, url: str, tls_ca: str | None, token_stdin: bool)
     """Ask the gateway who the token is, adopt that tenant and user, store the token, point sync.target at it."""
     from cxsync.agent import credentials
     from cxsync.agent.config import Identity
-    from cxsync.sync.http_log import HttpEventLog, check_url
+    from cxsync.sync.http_log import HttpEventLog
+    from cxsync.sync.targets import check_url
     from cxsync.sync.port import LogError
 
     url = check_url(url)

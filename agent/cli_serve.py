@@ -54,7 +54,7 @@ def serve_command(log_target: str | None, host: str, port: int, tls_cert: str | 
     import uvicorn
 
     from cxsync.sync.gateway import Limits, create_app, open_backend
-    from cxsync.sync.http_log import is_loopback
+    from cxsync.sync.targets import is_loopback
 
     if bool(tls_cert) != bool(tls_key):
         raise UsageError("--tls-cert and --tls-key go together")

@@ -20,14 +20,12 @@ How refusals reach the engine (``sync/engine.py``), so that nothing turns into a
 from __future__ import annotations
 
 import base64
-import ipaddress
 import logging
 import os
 import ssl
 import threading
 import time
 from typing import Any, Callable, Sequence
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -42,6 +40,7 @@ from cxsync.sync.port import (
     validate_name,
     validate_stream,
 )
+from cxsync.sync.targets import check_url
 
 log = logging.getLogger(__name__)
 
@@ -65,33 +64,6 @@ class GatewayTLSError(TransientLogError):
     """The gateway's certificate cannot be verified."""
 
     default_hint = "set [sync] tls_ca to the CA that signed the gateway's certificate, or fix the certificate"
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_url(url: str) -> str:
-    """The gateway's base URL; refuses plain http beyond loopback, credentials and paths in it."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise InvalidValue(f"sync.target {url!r} is not a gateway URL: use https://host:port")
-    if parts.scheme == "http" and not is_loopback(parts.hostname):
-        raise InvalidValue(f"sync.target {url!r} uses plain http to another machine: the token and your "
-                           "transcripts would cross the network unencrypted; use https://")
-    if parts.username or parts.password or parts.query or parts.fragment or parts.path not in ("", "/"):
-        raise InvalidValue(f"sync.target {url!r}: give only scheme, host and port (the token goes in the keyring)")
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise InvalidValue(f"sync.target {url!r}: {exc}") from None
-    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
 
 
 class _Poll:

@@ -14,10 +14,12 @@ The FoundationDB adapter is imported only when asked for, so that everything els
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from cxsync.sync.errors import InvalidValue
 
@@ -48,9 +50,36 @@ def parse_target(target: str) -> Target:
         return Target("sqlite", rest)
     if scheme == "fdb":
         return Target("fdb", rest or None)
-    if scheme in ("https", "http") and rest.startswith("//") and len(rest) > 2:
-        return Target("https", spec)  # checked by the adapter (loopback for http, no secrets in the URL)
+    if scheme in ("https", "http"):
+        return Target("https", check_url(spec))
     raise InvalidValue(f"unknown sync.target {target!r}: use {ACCEPTED_FORMS}, or none to turn sync off")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(url: str) -> str:
+    """The gateway's base URL; refuses plain http beyond loopback, credentials and paths in it."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise InvalidValue(f"sync.target {url!r} is not a gateway URL: use https://host:port")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise InvalidValue(f"sync.target {url!r} uses plain http to another machine: the token and your "
+                           "transcripts would cross the network unencrypted; use https://")
+    if parts.username or parts.password or parts.query or parts.fragment or parts.path not in ("", "/"):
+        raise InvalidValue(f"sync.target {url!r}: give only scheme, host and port (the token goes in the keyring)")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidValue(f"sync.target {url!r}: {exc}") from None
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
 
 
 def open_log(target: str, tenant: str, **opts: Any) -> EventLog:

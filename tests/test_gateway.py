@@ -247,6 +247,7 @@ def test_a_refused_token_is_not_retried_in_a_storm_and_a_new_login_lifts_the_hol
     for _ in range(20):
         with pytest.raises(GatewayAuthError, match="needs-auth"):
             log.read("team", None)
+    wait_until(lambda: refused() == 1, 5)  # counted just after the response is sent
     assert refused() == 1  # the 20 retries were answered locally, during the hold
     current["token"] = good  # `cxsync login` stored a new token
     assert log.read("team", None) == []
@@ -332,7 +333,7 @@ def test_many_long_polls_share_one_watcher_per_stream(gw: Gw) -> None:
 
 def test_plain_http_is_refused_beyond_loopback_and_urls_carry_no_secrets() -> None:
     from cxsync.sync.errors import InvalidValue
-    from cxsync.sync.http_log import check_url
+    from cxsync.sync.targets import check_url
 
     assert check_url("http://127.0.0.1:8443/") == "http://127.0.0.1:8443"
     assert check_url("http://[::1]:8443") == "http://[::1]:8443"
@@ -395,7 +396,8 @@ def test_retry_after_holds_the_agent_back_then_lets_it_through(tmp_path: Path) -
         down["on"] = False  # back at once, but the server asked for 3 s
         with pytest.raises(TransientLogError, match="503"):
             log.read("team", None)  # answered locally, inside the Retry-After
-        assert server.app.state.metrics.requests.labels("/v1/read", "503")._value.get() == 1
+        # counted after the response is sent: wait for the count, then check it stays at one
+        wait_until(lambda: server.app.state.metrics.requests.labels("/v1/read", "503")._value.get() == 1, 5)
         wait_until(lambda: _succeeds(log), 10, interval=0.1, what="through once Retry-After has passed")
 
 
@@ -470,5 +472,6 @@ def test_short_wait_slices_share_one_long_poll(gw: Gw) -> None:
     gw.client(token).append("team", [ev("next")])
     wait_until(lambda: log.wait("team", head, 0.2), 5, what="the shared long-poll saw the append")
     requests = gw.server.app.state.metrics.requests
+    wait_until(lambda: requests.labels("/v1/wait", "200")._value.get() >= 1, 5)
     assert requests.labels("/v1/wait", "200")._value.get() == 1  # one long-poll served all six slices
     log.close()
