@@ -79,9 +79,10 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from cxsync.agent import cli_admin, cli_agent, cli_query
+    from cxsync.agent import cli_admin, cli_agent, cli_query, cli_stats
 
     cli_query.register(main)
+    cli_stats.register(main)
     cli_admin.register(main)
     cli_agent.register(main)
     try:

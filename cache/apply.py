@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import apsw
 import orjson
 
+from cxsync.cache import fts
 from cxsync.cache.db import now_iso, one_row, scalar
 from cxsync.sync import events as ev
 
@@ -68,7 +69,7 @@ def _message_row(e: ev.ContextEvent) -> dict[str, Any]:
     }
 
 
-_MSG_COLS = ["key", "hash", "content", "role", "source_type", "source_file", "source_line", "created_at",
+_MSG_COLS = ["key", "hash", "role", "source_type", "source_file", "source_line", "created_at",
              "occurred_at", "session_id", "root_session", "agent_id", "project", "tenant", "user_id", "machine",
              "content_length", "has_code", "has_markdown", "language_hints", "model", "input_tokens",
              "output_tokens", "cache_read_tokens", "cache_creation_tokens", "parts", "is_sidechain", "is_meta",
@@ -150,27 +151,54 @@ class _SessionAgg:
 
 
 def _apply_message(conn: apsw.Connection, e: ev.ContextEvent, seq: int, agg: _SessionAgg) -> bool:
+    """A message whose key is already held: a copy (kept as first captured) or a version with more parts."""
     row = _message_row(e)
-    conn.execute(_INSERT_MSG, tuple([row[c] for c in _MSG_COLS]))  # positional binding: cheaper than named
-    if conn.changes():
-        rowid = conn.last_insert_rowid()
-        conn.execute("INSERT INTO messages_fts(rowid, content) VALUES (?,?)", (rowid, row["content"]))
+    old = one_row(
+        conn, "SELECT id, parts, hash, input_tokens, output_tokens, cache_read_tokens,"
+        " cache_creation_tokens, session_id FROM messages WHERE key=?", (row["key"],))
+    if old is None:
+        rows = _new_rows(conn, [(e, row)])
+        conn.executemany(_INSERT_MSG_WITH_ID, rows)
         agg.add(e, row, 1, [row[t] for t in _TOKENS])
         return True
-    old = one_row(
-        conn, "SELECT id, parts, hash, content, input_tokens, output_tokens, cache_read_tokens,"
-        " cache_creation_tokens, session_id FROM messages WHERE key=?", (row["key"],))
-    if old is None:  # cannot happen: the insert above was ignored because the key exists
-        return False
-    oid, oparts, ohash, ocontent, *otok = old[:8]
-    if old[8] != row["session_id"] or not _newer((row["parts"], row["hash"]), (oparts, ohash)):
+    oid, oparts, ohash, *otok = old[:7]
+    if old[7] != row["session_id"] or not _newer((row["parts"], row["hash"]), (oparts, ohash)):
         return False  # a copy (resume/fork) or an older version: the first capture stays
     row["id"] = oid
-    conn.execute("INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', ?, ?)", (oid, ocontent))
-    conn.execute(_UPDATE_MSG, row)
-    conn.execute("INSERT INTO messages_fts(rowid, content) VALUES (?,?)", (oid, row["content"]))
+    conn.execute(_UPDATE_MSG, row)  # the event id changes: the index trigger replaces the row's tokens
     agg.add(e, row, 0, [row[t] - o for t, o in zip(_TOKENS, otok)])
     return True
+
+
+def _new_rows(conn: apsw.Connection, items: list[tuple[ev.ContextEvent, dict[str, Any]]]) -> list[tuple[Any, ...]]:
+    """Insert tuples for new messages, with time-ordered ids, sorted by id.
+
+    The id is the second the message occurred times ``fts.SLOTS`` plus a slot chosen by its key; a taken slot
+    moves to the next free one. Sorted, because FTS5 flushes its pending terms whenever a transaction's rowids
+    stop ascending.
+    """
+    want = [fts.preferred_id(row["occurred_at"], e.timestamp, row["key"]) for e, row in items]
+    queried = set(want)
+    taken = {int(i) for i in _existing(conn, "SELECT id FROM messages WHERE id IN (%s)", want)}
+
+    def free(i: int) -> bool:
+        if i in taken:
+            return False
+        if i not in queried:  # a probe past the preferred slots: ask the table
+            queried.add(i)
+            if conn.execute("SELECT 1 FROM messages WHERE id=?", (i,)).fetchone():
+                taken.add(i)
+                return False
+        return True
+
+    out = []
+    for (e, row), i in zip(items, want):
+        while not free(i):
+            i += 1
+        taken.add(i)
+        out.append((i, *[row[c] for c in _MSG_COLS]))
+    out.sort(key=lambda r: int(r[0]))
+    return out
 
 
 def _apply_session_started(conn: apsw.Connection, e: ev.ContextEvent, seq: int, agg: _SessionAgg) -> None:
@@ -245,8 +273,8 @@ _HANDLERS: dict[str, Callable[[apsw.Connection, ev.ContextEvent, int, _SessionAg
 }
 
 
-def _existing(conn: apsw.Connection, sql: str, values: list[str]) -> set[str]:
-    out: set[str] = set()
+def _existing(conn: apsw.Connection, sql: str, values: Sequence[Any]) -> set[Any]:
+    out: set[Any] = set()
     for i in range(0, len(values), 900):  # SQLite's bound-parameter limit, with room to spare
         chunk = values[i:i + 900]
         out.update(r[0] for r in conn.execute(sql % ",".join("?" * len(chunk)), chunk))
@@ -294,8 +322,8 @@ def apply_in_tx(conn: apsw.Connection, events: Iterable[ev.ContextEvent], origin
     messages = [e for e in fresh if e.type == ev.MESSAGE_INDEXED]
     if messages:
         present = _existing(conn, "SELECT key FROM messages WHERE key IN (%s)", [e.data["key"] for e in messages])
-        next_id = scalar(conn, "SELECT coalesce(max(id), 0) FROM messages")
-        rows, fts, later = [], [], []
+        new: list[tuple[ev.ContextEvent, dict[str, Any]]] = []
+        later = []
         for e in messages:
             key = e.data["key"]
             if key in present:
@@ -303,15 +331,14 @@ def apply_in_tx(conn: apsw.Connection, events: Iterable[ev.ContextEvent], origin
                 continue
             present.add(key)
             row = _message_row(e)
-            next_id += 1
-            rows.append((next_id, *[row[c] for c in _MSG_COLS]))
-            fts.append((next_id, row["content"]))
+            new.append((e, row))
             agg.add(e, row, 1, [row[t] for t in _TOKENS])
-        conn.executemany(_INSERT_MSG_WITH_ID, rows)
-        conn.executemany("INSERT INTO messages_fts(rowid, content) VALUES (?,?)", fts)
-        res.messages = len(rows)
-        for e in later:
-            res.messages += int(_apply_message(conn, e, seqs[e.event_id], agg))
+        # The index triggers read each new row's text from here (the row itself keeps none).
+        with fts.pending_texts({e.event_id: str(e.data.get("content") or "") for e in messages}):
+            conn.executemany(_INSERT_MSG_WITH_ID, _new_rows(conn, new))
+            res.messages = len(new)
+            for e in later:
+                res.messages += int(_apply_message(conn, e, seqs[e.event_id], agg))
     for e in fresh:
         if e.type != ev.MESSAGE_INDEXED:
             _HANDLERS[e.type](conn, e, seqs[e.event_id], agg)

@@ -10,9 +10,10 @@ from typing import Any
 import apsw
 
 from cxsync.cache.db import scalar
+from cxsync.cache.fts import id_floor as fts_id_floor
 from cxsync.sync.errors import CxError, UsageError
 
-HL_OPEN, HL_CLOSE = "\x02", "\x03"  # snippet highlight markers; the CLI renders them (bold, or ** in --json)
+from cxsync.cache.fts import HL_CLOSE, HL_OPEN  # noqa: F401  (snippet markers: the CLI imports them from here)
 
 
 class QueryError(UsageError):
@@ -72,16 +73,46 @@ def plain_to_fts(text: str) -> str:
     return " ".join(apsw.fts5query.quote(w) for w in words)
 
 
+# Search cost is bounded by design: FTS5 walks a query's matches newest first (rowids are time-ordered) and stops
+# after CANDIDATES of them; only those are scored. A query whose matches are fewer is ranked exactly over all of
+# them; one that matches more (frequent words) is ranked among its most recent CANDIDATES matches.
+CANDIDATES = 1000
+_IDS_END = 1 << 62
+_LEGACY_IDS = 1 << 36  # below: ids of rows migrated from a cache older than time-ordered ids (see schema 3)
+_WEIGHTS = "1.0, 0.5"  # bm25 weights of the columns: the text, the parts of its CamelCase identifiers
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in re.split(r"\s+", text.strip()) if w]
+
+
 class Queries:
     conn: apsw.Connection
+    _snipper: Any = None
+
+    def _match(self, text: str, fts: bool) -> tuple[list[str], str | None]:
+        """The FTS5 queries to run for what the user typed: the match of all words and, for several plain words,
+        the exact phrase (its hits come first). The one place query text is interpreted."""
+        if fts:
+            query = text.strip()
+            if not query:
+                raise QueryError("empty search", "give some words to look for")
+            return [query], None
+        words = _words(text)
+        everything = plain_to_fts(text)
+        if len(words) < 2:
+            return [everything], None
+        import apsw.fts5query
+
+        return [everything], apsw.fts5query.quote(" ".join(words))
 
     def search(self, text: str, *, limit: int = 10, project: str | None = None, session: str | None = None,
                role: str | None = None, since: str | None = None, fts: bool = False) -> list[Hit]:
-        query = text.strip() if fts else plain_to_fts(text)
-        if not query:
-            raise QueryError("empty search", "give some words to look for")
-        where = ["messages_fts MATCH :q"]
-        params: dict[str, Any] = {"q": query, "limit": max(1, int(limit))}
+        (query,), phrase = self._match(text, fts)
+        limit = max(1, int(limit))
+        where: list[str] = []
+        params: dict[str, Any] = {}
+        ranges = [(0, _IDS_END)]
         if project:
             where.append("(m.project = :project OR m.project LIKE :project_like)")
             params["project"] = project
@@ -90,24 +121,64 @@ class Queries:
             sid = self.resolve_session(session)
             where.append("(m.root_session = :sid OR m.session_id = :sid)")
             params["sid"] = sid
+            lo, hi = self.conn.execute(  # a session's messages sit in one id range: search only that
+                "SELECT min(id), max(id) FROM messages WHERE root_session ="
+                " (SELECT root_session FROM sessions WHERE session_id = ?)", (sid,)).fetchone()
+            if lo is None:
+                return []
+            ranges = [(lo, hi)]
         if role:
             where.append("m.role = :role")
             params["role"] = role
         if since:
-            where.append("m.occurred_at >= :since")
             params["since"] = parse_since(since)
-        sql = (
-            "SELECT m.session_id, m.root_session, m.project, m.role, m.occurred_at,"
-            f" snippet(messages_fts, 0, '{HL_OPEN}', '{HL_CLOSE}', '…', 16), bm25(messages_fts), m.key, m.agent_id"
-            " FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid"
-            f" WHERE {' AND '.join(where)} ORDER BY bm25(messages_fts) LIMIT :limit"
-        )
+            where.append("m.occurred_at >= :since")
+            floor = fts_id_floor(params["since"])
+            ranges = [(max(lo, floor), hi) for lo, hi in ranges if hi >= floor] + \
+                [(lo, min(hi, _LEGACY_IDS)) for lo, hi in ranges if lo < _LEGACY_IDS]
+        k = max(CANDIDATES, limit)
         try:
-            return [Hit(*row) for row in self.conn.execute(sql, params)]
+            found: dict[str, tuple[int, float, str, tuple[Any, ...]]] = {}
+            for tier, q in enumerate([phrase, query] if phrase else [query]):
+                for row in self._candidates(q, ranges, where, params, k):
+                    if row[4] not in found:
+                        found[row[4]] = (tier, row[1], row[4], row)
         except apsw.SQLError as exc:
             msg = str(exc).replace("SQLError: ", "")
             raise QueryError(f"bad full-text query {text!r}: {msg}",
                              "drop --fts to search plain words, or see the FTS5 query syntax") from None
+        # Exact phrase first, then bm25 (lower is better), then a stable key: identical caches answer identically.
+        best = sorted(found.values(), key=lambda f: f[:3])[:limit]
+        return self._hits([f[3] for f in best], query if fts else text)
+
+    def _candidates(self, q: str, ranges: list[tuple[int, int]], where: list[str], params: dict[str, Any],
+                    k: int) -> list[tuple[Any, ...]]:
+        """Up to ``k`` matches of ``q``, newest first, with their bm25 score and what a hit shows."""
+        sql = (
+            f"SELECT f.rowid, bm25(messages_fts, {_WEIGHTS}), m.session_id, m.root_session, m.key, m.project,"
+            " m.role, m.occurred_at, m.agent_id, m.event_id"
+            " FROM messages_fts f JOIN messages m ON m.id = f.rowid"
+            " WHERE messages_fts MATCH :q AND f.rowid BETWEEN :lo AND :hi"
+            + "".join(f" AND {w}" for w in where) + " ORDER BY f.rowid DESC LIMIT :k")
+        out: list[tuple[Any, ...]] = []
+        for lo, hi in ranges:
+            out += self.conn.execute(sql, {**params, "q": q, "lo": lo, "hi": hi, "k": k - len(out)}).fetchall()
+            if len(out) >= k:
+                break
+        return out
+
+    def _hits(self, rows: list[tuple[Any, ...]], text: str) -> list[Hit]:
+        from cxsync.cache.fts import Snipper, query_words, texts_of
+
+        if not rows:
+            return []
+        if self._snipper is None:
+            self._snipper = Snipper(self.conn)
+        terms = self._snipper.terms(list(query_words(text)))
+        texts = texts_of(self.conn, [r[9] for r in rows])
+        return [Hit(session=r[2], root_session=r[3], project=r[5], role=r[6], occurred_at=r[7],
+                    snippet=self._snipper.snippet(texts.get(r[9], ""), terms), rank=r[1], key=r[4], agent_id=r[8])
+                for r in rows]
 
     def resolve_session(self, session: str) -> str:
         """A full session id, or an unambiguous prefix of one."""
@@ -160,12 +231,16 @@ class Queries:
         sid = self.resolve_session(session)
         info = next((s for s in self.sessions(include_subagents=True) if s["session"] == sid), None)
         cond = "root_session = ?" if include_subagents else "session_id = ?"
+        from cxsync.cache.fts import texts_of
+
+        rows = self.conn.execute(
+            "SELECT key, role, occurred_at, event_id, model, session_id, agent_id, is_meta, source_line"
+            f" FROM messages WHERE {cond} ORDER BY coalesce(occurred_at, ''), source_line, key", (sid,)).fetchall()
+        texts = texts_of(self.conn, [r[3] for r in rows])
         msgs = [
-            {"key": k, "role": role, "occurred_at": at, "content": content, "model": model,
+            {"key": k, "role": role, "occurred_at": at, "content": texts.get(eid, ""), "model": model,
              "session": s, "agent_id": a, "is_meta": bool(meta), "source_line": line}
-            for k, role, at, content, model, s, a, meta, line in self.conn.execute(
-                "SELECT key, role, occurred_at, content, model, session_id, agent_id, is_meta, source_line"
-                f" FROM messages WHERE {cond} ORDER BY coalesce(occurred_at, ''), source_line, id", (sid,))
+            for k, role, at, eid, model, s, a, meta, line in rows
         ]
         return {"session": info, "messages": msgs}
 

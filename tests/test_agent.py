@@ -113,7 +113,10 @@ def test_kill_9_and_restart_loses_and_duplicates_nothing(agent: AgentProc, claud
         agent.start()
     wait_until(lambda: agent.count("SELECT count(*) FROM messages") == len(expected), 20, what="all captured")
     c = agent.db()
-    contents = [r[0] for r in c.execute("SELECT content FROM messages")]
+    from cxsync.cache import fts
+
+    fts.register(c)  # the text lives in the stored events: cx_text reads it
+    contents = [r[0] for r in c.execute("SELECT cx_text(event_id) FROM messages")]
     c.close()
     assert sorted(contents) == sorted(expected)  # nothing lost, nothing twice
     assert agent.stop() == 0
