@@ -74,7 +74,6 @@ _MSG_COLS = ["key", "hash", "role", "source_type", "source_file", "source_line",
              "content_length", "has_code", "has_markdown", "language_hints", "model", "input_tokens",
              "output_tokens", "cache_read_tokens", "cache_creation_tokens", "parts", "is_sidechain", "is_meta",
              "is_prompt", "kinds", "event_id"]
-_INSERT_MSG = (f"INSERT OR IGNORE INTO messages({', '.join(_MSG_COLS)}) VALUES ({', '.join('?' * len(_MSG_COLS))})")
 _UPDATE_MSG = ("UPDATE messages SET " + ", ".join(f"{c}=:{c}" for c in _MSG_COLS if c != "key")
                + " WHERE id=:id")
 _TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens")
@@ -291,9 +290,9 @@ def apply_in_tx(conn: apsw.Connection, events: Iterable[ev.ContextEvent], origin
 
     Set-wise, because a backfill applies thousands of events at a time: the events already stored are found in
     one query per 900 ids and skipped; the rest are written with ``executemany`` — the events with explicit
-    sequence numbers, the messages new to the table with explicit ids (so their FTS rows go in the same way),
-    then, one by one and in order, the rarer cases (a message that grew, session and record events), and
-    finally the outbox rows.
+    sequence numbers, the messages new to the table with time-ordered ids in ascending order (the index triggers
+    add their FTS rows), then, one by one and in order, the rarer cases (a message that grew, session and record
+    events), and finally the outbox rows.
     """
     res = ApplyResult()
     now = now_iso()
@@ -333,10 +332,16 @@ def apply_in_tx(conn: apsw.Connection, events: Iterable[ev.ContextEvent], origin
             row = _message_row(e)
             new.append((e, row))
             agg.add(e, row, 1, [row[t] for t in _TOKENS])
-        # The index triggers read each new row's text from here (the row itself keeps none).
-        with fts.pending_texts({e.event_id: str(e.data.get("content") or "") for e in messages}):
-            conn.executemany(_INSERT_MSG_WITH_ID, _new_rows(conn, new))
-            res.messages = len(new)
+        # The rows keep no text: the index triggers read it from here, and the batch is indexed in one statement.
+        texts = {e.event_id: str(e.data.get("content") or "") for e in messages}
+        rows = _new_rows(conn, new)
+        with fts.pending_texts(texts, bulk=True):
+            conn.executemany(_INSERT_MSG_WITH_ID, rows)
+        eid = 1 + _MSG_COLS.index("event_id")
+        conn.executemany("INSERT INTO messages_fts(rowid, content, idents) VALUES (?,?,?)",
+                         [(r[0], texts[r[eid]], fts.idents(texts[r[eid]])) for r in rows])
+        res.messages = len(new)
+        with fts.pending_texts(texts):
             for e in later:
                 res.messages += int(_apply_message(conn, e, seqs[e.event_id], agg))
     for e in fresh:

@@ -24,13 +24,24 @@ _pending = threading.local()  # texts of the messages apply is writing on this t
 
 # A CamelCase or mixedCase identifier (getUserName, HTTPServer, IOError, v2Parser) and its parts. snake_case,
 # dotted names and paths need nothing: the tokenizer already splits them, and a phrase query finds the whole.
-_CAMEL = re.compile(r"[A-Za-z0-9]*(?:[a-z0-9][A-Z]|[A-Z]{2}[a-z])[A-Za-z0-9]*")
+# Most messages hold none, and a regex over every message costs more than the rest of indexing it: a byte
+# translation (letters and digits to a/A, the rest to space) and two substring tests rule them out first.
+_SHAPE = bytearray(b" " * 256)
+for _c in b"abcdefghijklmnopqrstuvwxyz0123456789":
+    _SHAPE[_c] = ord("a")
+for _c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZ":
+    _SHAPE[_c] = ord("A")
+_SHAPES = bytes(_SHAPE)
+_CAMEL = re.compile(r"\b(?=[A-Za-z0-9]*?(?:[a-z0-9][A-Z]|[A-Z]{2}[a-z]))[A-Za-z0-9]+")
 _PARTS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 
 
 def idents(text: str | None) -> str:
     """The parts of the CamelCase identifiers in ``text``, space-separated (indexed in their own column)."""
     if not text:
+        return ""
+    shape = text.encode("utf-8", "surrogatepass").translate(_SHAPES)
+    if b"aA" not in shape and b"AAa" not in shape:
         return ""
     seen: dict[str, None] = {}
     for word in _CAMEL.findall(text):
@@ -40,17 +51,23 @@ def idents(text: str | None) -> str:
 
 
 class pending_texts:
-    """``with pending_texts({event_id: text}):`` — the texts the index triggers read while apply writes."""
+    """``with pending_texts({event_id: text}, bulk=...):`` — the texts the index triggers read while apply writes.
 
-    def __init__(self, texts: Mapping[str, str]) -> None:
+    ``bulk``: apply inserts a batch of new messages set-wise and indexes them itself, in one statement, right
+    after. The insert trigger stands aside meanwhile (``cx_bulk()``): a trigger runs in a savepoint, and FTS5
+    writes out its pending terms at every savepoint, so a 3,000-message batch would become 3,000 tiny segments.
+    """
+
+    def __init__(self, texts: Mapping[str, str], *, bulk: bool = False) -> None:
         self.texts = texts
+        self.bulk = bulk
 
     def __enter__(self) -> None:
-        self.saved = getattr(_pending, "texts", None)
-        _pending.texts = self.texts
+        self.saved = (getattr(_pending, "texts", None), getattr(_pending, "bulk", False))
+        _pending.texts, _pending.bulk = self.texts, self.bulk
 
     def __exit__(self, *exc: object) -> None:
-        _pending.texts = self.saved
+        _pending.texts, _pending.bulk = self.saved
 
 
 def stored_text(conn: apsw.Connection, event_id: str) -> str:
@@ -78,18 +95,57 @@ def texts_of(conn: apsw.Connection, event_ids: Sequence[str]) -> dict[str, str]:
 
 
 def register(conn: apsw.Connection) -> None:
-    """The SQL functions of the index triggers, on one connection (every connection the cache opens)."""
+    """The SQL functions of the index triggers, on one connection (every connection the cache opens):
+    ``cx_text(event_id)`` and ``cx_idents(event_id)``, the text of a message and the parts of its identifiers."""
     ref = weakref.ref(conn)
+    last: list[Any] = [None, ""]  # the last text looked up: a trigger asks for its text, then its idents
 
     def cx_text(event_id: str) -> str:
+        if last[0] == event_id:
+            return str(last[1])
         texts = getattr(_pending, "texts", None)
         if texts is not None and event_id in texts:
-            return texts[event_id]
-        c = ref()
-        return stored_text(c, event_id) if c is not None else ""
+            text = texts[event_id]
+        else:
+            c = ref()
+            text = stored_text(c, event_id) if c is not None else ""
+        last[0], last[1] = event_id, text
+        return text
+
+    def cx_idents(event_id: str) -> str:
+        return idents(cx_text(event_id))
 
     conn.create_scalar_function("cx_text", cx_text, 1)
-    conn.create_scalar_function("cx_idents", idents, 1, deterministic=True)
+    conn.create_scalar_function("cx_bulk", lambda: int(bool(getattr(_pending, "bulk", False))), 0)
+    conn.create_scalar_function("cx_idents", cx_idents, 1)
+    conn.create_scalar_function("cx_idents_of", idents, 1, deterministic=True)  # of a text (the migration)
+    conn.register_fts5_function("cx_rank", rank)
+
+
+# Column weights of bm25 (the text, the parts of its identifiers) and its usual constants.
+WEIGHTS = (1.0, 0.5)
+K1, B = 1.2, 0.75
+
+
+def rank(api: apsw.FTS5ExtensionApi, *idf: float) -> float:
+    """bm25 with the inverse document frequencies given by the caller (negative: lower is better, as FTS5's).
+
+    FTS5's own bm25 counts every match of every phrase to weigh it, on the first row of each query: for a word in
+    one message of eight, that is a walk over 125,000 entries at a million messages. The search estimates them
+    from the newest matches instead (``Queries._idf``); phrases it gives no weight get 1.
+    """
+    avg = api.aux_data
+    if avg is None:
+        n = api.row_count
+        avg = api.aux_data = (api.column_total_size(-1) / n) if n else 1.0
+    norm = K1 * (1 - B + B * api.column_size(-1) / (avg or 1.0))
+    score = 0.0
+    for p in range(api.phrase_count):
+        locs = api.phrase_locations(p)
+        tf = sum(w * len(c) for w, c in zip(WEIGHTS, locs))
+        if tf:
+            score += (idf[p] if p < len(idf) else 1.0) * tf * (K1 + 1) / (tf + norm)
+    return -score
 
 
 # ---- time-ordered ids ---------------------------------------------------------------------------------------

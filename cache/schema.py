@@ -216,7 +216,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             content, idents, content='', contentless_delete=1,
             tokenize='porter unicode61 remove_diacritics 2'
         );
-        INSERT INTO messages_fts_v3(rowid, content, idents) SELECT id, content, cx_idents(content) FROM messages;
+        INSERT INTO messages_fts_v3(rowid, content, idents) SELECT id, content, cx_idents_of(content) FROM messages;
         INSERT INTO messages_v3 SELECT id, key, hash, role, source_type, source_file, source_line, created_at,
             occurred_at, session_id, root_session, agent_id, project, tenant, user_id, machine, content_length,
             has_code, has_markdown, language_hints, model, input_tokens, output_tokens, cache_read_tokens,
@@ -228,15 +228,17 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX messages_session ON messages(root_session, occurred_at);
 
         -- The index follows the rows whoever writes them (apply, rebuild, a repair by hand). cx_text(event_id)
-        -- is the message text: the one apply is writing, or else decoded from the stored event.
-        CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+        -- is the message text (the one apply is writing, or else decoded from the stored event); cx_idents the
+        -- parts of its CamelCase identifiers.
+        -- Except while apply inserts a batch set-wise (cx_bulk()): it indexes the batch itself, in one statement.
+        CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages WHEN NOT cx_bulk() BEGIN
             INSERT INTO messages_fts(rowid, content, idents)
-                SELECT new.id, t, cx_idents(t) FROM (SELECT cx_text(new.event_id) AS t);
+                VALUES (new.id, cx_text(new.event_id), cx_idents(new.event_id));
         END;
         CREATE TRIGGER messages_fts_update AFTER UPDATE OF id, event_id ON messages BEGIN
             DELETE FROM messages_fts WHERE rowid = old.id;
             INSERT INTO messages_fts(rowid, content, idents)
-                SELECT new.id, t, cx_idents(t) FROM (SELECT cx_text(new.event_id) AS t);
+                VALUES (new.id, cx_text(new.event_id), cx_idents(new.event_id));
         END;
         CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
             DELETE FROM messages_fts WHERE rowid = old.id;

@@ -65,50 +65,67 @@ def parse_since(when: str, now: datetime | None = None) -> str:
 
 def plain_to_fts(text: str) -> str:
     """Plain words → an FTS5 query where every word must occur, each quoted (no operator injection)."""
-    import apsw.fts5query  # imports apsw.ext (~100 ms): only when a search runs, never for `cxsync status`
-
-    words = [w for w in re.split(r"\s+", text.strip()) if w]
+    words = _words(text)
     if not words:
         raise QueryError("empty search", "give some words to look for")
-    return " ".join(apsw.fts5query.quote(w) for w in words)
+    return " ".join(_quote(w) for w in words)
 
 
-# Search cost is bounded by design: FTS5 walks a query's matches newest first (rowids are time-ordered) and stops
-# after CANDIDATES of them; only those are scored. A query whose matches are fewer is ranked exactly over all of
-# them; one that matches more (frequent words) is ranked among its most recent CANDIDATES matches.
+# Search cost is bounded by design. Message ids are time-ordered, so FTS5 walks a query's matches newest first and
+# stops. Each word's number of matches is estimated first from its newest matches (never by counting them all).
+# When every word is rarer than BM25_DF, FTS5's own bm25 ranks up to CANDIDATES matches (all of them, usually);
+# otherwise the query has a frequent word: bm25 would count every match of it just to weigh it, so cx_rank (bm25
+# with the estimated weights) ranks the FREQUENT_CANDIDATES most recent matches. Filters FTS5 cannot apply
+# (project, role) are checked on at most WALK matches before the search settles for what it found and, only if
+# that is less than asked for, carries on into older matches just until it has enough. --since and --session
+# are id ranges, searched directly.
 CANDIDATES = 1000
+FREQUENT_CANDIDATES = 300
+BM25_DF = 20_000
+WALK = 5000
 _IDS_END = 1 << 62
 _LEGACY_IDS = 1 << 36  # below: ids of rows migrated from a cache older than time-ordered ids (see schema 3)
-_WEIGHTS = "1.0, 0.5"  # bm25 weights of the columns: the text, the parts of its CamelCase identifiers
+_HIT_COLS = "id, session_id, root_session, key, project, role, occurred_at, agent_id, event_id"
 
 
 def _words(text: str) -> list[str]:
     return [w for w in re.split(r"\s+", text.strip()) if w]
 
 
+def _idf(df: float, total: int) -> float:
+    """bm25's inverse document frequency."""
+    import math
+
+    return math.log((total - df + 0.5) / (df + 0.5) + 1)
+
+
+def _quote(text: str) -> str:
+    """One FTS5 string: words, never operators (a bare AND, OR, NOT or NEAR would be one)."""
+    return '"' + text.replace('"', '""') + '"'
+
+
 class Queries:
     conn: apsw.Connection
     _snipper: Any = None
 
-    def _match(self, text: str, fts: bool) -> tuple[list[str], str | None]:
-        """The FTS5 queries to run for what the user typed: the match of all words and, for several plain words,
-        the exact phrase (its hits come first). The one place query text is interpreted."""
+    def _match(self, text: str, fts: bool) -> tuple[str, list[str], str | None]:
+        """What to run for what the user typed: the FTS5 query of all its words, the words (each weighed by
+        its rarity), and, for several plain words, the exact phrase (its hits come first). The one place query
+        text is interpreted."""
         if fts:
             query = text.strip()
             if not query:
                 raise QueryError("empty search", "give some words to look for")
-            return [query], None
+            return query, [], None
         words = _words(text)
         everything = plain_to_fts(text)
         if len(words) < 2:
-            return [everything], None
-        import apsw.fts5query
-
-        return [everything], apsw.fts5query.quote(" ".join(words))
+            return everything, words, None
+        return everything, words, _quote(" ".join(words))
 
     def search(self, text: str, *, limit: int = 10, project: str | None = None, session: str | None = None,
                role: str | None = None, since: str | None = None, fts: bool = False) -> list[Hit]:
-        (query,), phrase = self._match(text, fts)
+        query, words, phrase = self._match(text, fts)
         limit = max(1, int(limit))
         where: list[str] = []
         params: dict[str, Any] = {}
@@ -136,38 +153,88 @@ class Queries:
             floor = fts_id_floor(params["since"])
             ranges = [(max(lo, floor), hi) for lo, hi in ranges if hi >= floor] + \
                 [(lo, min(hi, _LEGACY_IDS)) for lo, hi in ranges if lo < _LEGACY_IDS]
-        k = max(CANDIDATES, limit)
         try:
-            found: dict[str, tuple[int, float, str, tuple[Any, ...]]] = {}
-            for tier, q in enumerate([phrase, query] if phrase else [query]):
-                for row in self._candidates(q, ranges, where, params, k):
-                    if row[4] not in found:
-                        found[row[4]] = (tier, row[1], row[4], row)
+            dfs = self._document_frequencies(words)
+            if fts or any(df > BM25_DF for df in dfs):
+                weights = [_idf(df, self._total()) for df in dfs]
+                k = max(FREQUENT_CANDIDATES, limit)
+                ranks = [f"cx_rank(messages_fts, {float(sum(weights))!r})",
+                         "cx_rank(messages_fts" + "".join(f", {w!r}" for w in weights) + ")"]
+            else:
+                k = max(CANDIDATES, limit)
+                ranks = ["bm25(messages_fts, 1.0, 0.5)"] * 2
+            found: dict[int, tuple[int, float]] = {}
+            runs = [(phrase, ranks[0]), (query, ranks[1])] if phrase else [(query, ranks[1])]
+            for tier, (q, rank) in enumerate(runs):
+                for rowid, score in self._candidates(q, rank, ranges, where, params, k, limit):
+                    found.setdefault(rowid, (tier, score))
         except apsw.SQLError as exc:
             msg = str(exc).replace("SQLError: ", "")
             raise QueryError(f"bad full-text query {text!r}: {msg}",
                              "drop --fts to search plain words, or see the FTS5 query syntax") from None
-        # Exact phrase first, then bm25 (lower is better), then a stable key: identical caches answer identically.
-        best = sorted(found.values(), key=lambda f: f[:3])[:limit]
-        return self._hits([f[3] for f in best], query if fts else text)
+        if not found:
+            return []
+        # Exact phrase first, then the score (lower is better), then a stable key: identical caches answer
+        # identically. Keys are read for the best hits and whatever ties with the last of them.
+        order = sorted(found.items(), key=lambda kv: kv[1])
+        cut = order[min(limit, len(order)) - 1][1]
+        chosen = [rowid for rowid, rank in order if rank <= cut]
+        rows = {r[0]: r for i in range(0, len(chosen), 500) for r in self.conn.execute(
+            f"SELECT {_HIT_COLS} FROM messages WHERE id IN ({','.join('?' * len(chosen[i:i + 500]))})",
+            chosen[i:i + 500])}
+        best = sorted((found[rowid] + (rows[rowid][3],), rows[rowid]) for rowid in chosen if rowid in rows)[:limit]
+        return self._hits([(score, row) for (_, score, _), row in best], query if fts else text)
 
-    def _candidates(self, q: str, ranges: list[tuple[int, int]], where: list[str], params: dict[str, Any],
-                    k: int) -> list[tuple[Any, ...]]:
-        """Up to ``k`` matches of ``q``, newest first, with their bm25 score and what a hit shows."""
-        sql = (
-            f"SELECT f.rowid, bm25(messages_fts, {_WEIGHTS}), m.session_id, m.root_session, m.key, m.project,"
-            " m.role, m.occurred_at, m.agent_id, m.event_id"
-            " FROM messages_fts f JOIN messages m ON m.id = f.rowid"
-            " WHERE messages_fts MATCH :q AND f.rowid BETWEEN :lo AND :hi"
-            + "".join(f" AND {w}" for w in where) + " ORDER BY f.rowid DESC LIMIT :k")
-        out: list[tuple[Any, ...]] = []
+    def _total(self) -> int:
+        return int(scalar(self.conn, "SELECT value FROM counters WHERE name='messages'")) or 1
+
+    def _document_frequencies(self, words: list[str]) -> list[float]:
+        """How many messages hold each word, from its newest matches: counted when at most CANDIDATES, else
+        its density among the messages those newest matches span."""
+        out = []
+        for w in words:
+            rows = self.conn.execute("SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?"
+                                     " ORDER BY rowid DESC LIMIT ?", (_quote(w), CANDIDATES)).fetchall()
+            df = float(len(rows))
+            if len(rows) == CANDIDATES:
+                span = scalar(self.conn, "SELECT count(*) FROM messages_fts_docsize WHERE id >= ?", (rows[-1][0],))
+                df = CANDIDATES * self._total() / max(span, CANDIDATES)
+            out.append(df)
+        return out
+
+    def _candidates(self, q: str, rank: str, ranges: list[tuple[int, int]], where: list[str],
+                    params: dict[str, Any], k: int, limit: int) -> list[tuple[int, float]]:
+        """(rowid, score) of matches of ``q``, newest first: up to ``k`` of them, all within the newest WALK
+        matches when filters apply (and then just enough older ones to fill ``limit``)."""
+        if where:
+            sql = (f"SELECT f.rowid, {rank} FROM messages_fts f JOIN messages m ON m.id = f.rowid"
+                   " WHERE messages_fts MATCH :q AND f.rowid BETWEEN :lo AND :hi"
+                   + "".join(f" AND {w}" for w in where) + " ORDER BY f.rowid DESC LIMIT :k")
+        else:
+            sql = (f"SELECT rowid, {rank} FROM messages_fts WHERE messages_fts MATCH :q"
+                   " AND rowid BETWEEN :lo AND :hi ORDER BY rowid DESC LIMIT :k")
+        out: list[tuple[int, float]] = []
         for lo, hi in ranges:
+            if where:
+                walked = self.conn.execute(
+                    "SELECT rowid FROM messages_fts WHERE messages_fts MATCH ? AND rowid BETWEEN ? AND ?"
+                    " ORDER BY rowid DESC LIMIT 1 OFFSET ?", (q, lo, hi, WALK - 1)).fetchone()
+                if walked is not None:  # more matches than the walk: the newest WALK, then only what is missing
+                    out += self.conn.execute(sql, {**params, "q": q, "lo": walked[0], "hi": hi,
+                                                   "k": k - len(out)}).fetchall()
+                    if len(out) >= limit:
+                        break
+                    out += self.conn.execute(sql, {**params, "q": q, "lo": lo, "hi": walked[0] - 1,
+                                                   "k": limit - len(out)}).fetchall()
+                    if len(out) >= limit:
+                        break
+                    continue
             out += self.conn.execute(sql, {**params, "q": q, "lo": lo, "hi": hi, "k": k - len(out)}).fetchall()
             if len(out) >= k:
                 break
         return out
 
-    def _hits(self, rows: list[tuple[Any, ...]], text: str) -> list[Hit]:
+    def _hits(self, rows: list[tuple[float, tuple[Any, ...]]], text: str) -> list[Hit]:
         from cxsync.cache.fts import Snipper, query_words, texts_of
 
         if not rows:
@@ -175,10 +242,10 @@ class Queries:
         if self._snipper is None:
             self._snipper = Snipper(self.conn)
         terms = self._snipper.terms(list(query_words(text)))
-        texts = texts_of(self.conn, [r[9] for r in rows])
-        return [Hit(session=r[2], root_session=r[3], project=r[5], role=r[6], occurred_at=r[7],
-                    snippet=self._snipper.snippet(texts.get(r[9], ""), terms), rank=r[1], key=r[4], agent_id=r[8])
-                for r in rows]
+        texts = texts_of(self.conn, [r[8] for _, r in rows])
+        return [Hit(session=r[1], root_session=r[2], project=r[4], role=r[5], occurred_at=r[6],
+                    snippet=self._snipper.snippet(texts.get(r[8], ""), terms), rank=score, key=r[3], agent_id=r[7])
+                for score, r in rows]
 
     def resolve_session(self, session: str) -> str:
         """A full session id, or an unambiguous prefix of one."""
