@@ -12,7 +12,7 @@ import re
 import threading
 import weakref
 from datetime import datetime, timezone
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence, cast
 
 import apsw
 
@@ -105,7 +105,7 @@ def register(conn: apsw.Connection) -> None:
             return str(last[1])
         texts = getattr(_pending, "texts", None)
         if texts is not None and event_id in texts:
-            text = texts[event_id]
+            text = str(texts[event_id])
         else:
             c = ref()
             text = stored_text(c, event_id) if c is not None else ""
@@ -115,11 +115,15 @@ def register(conn: apsw.Connection) -> None:
     def cx_idents(event_id: str) -> str:
         return idents(cx_text(event_id))
 
-    conn.create_scalar_function("cx_text", cx_text, 1)
-    conn.create_scalar_function("cx_bulk", lambda: int(bool(getattr(_pending, "bulk", False))), 0)
-    conn.create_scalar_function("cx_idents", cx_idents, 1)
-    conn.create_scalar_function("cx_idents_of", idents, 1, deterministic=True)  # of a text (the migration)
-    conn.register_fts5_function("cx_rank", rank)
+    def cx_bulk() -> int:
+        return int(bool(getattr(_pending, "bulk", False)))
+
+    # apsw types callbacks as taking and returning any SQLite value; these take and return text.
+    conn.create_scalar_function("cx_text", cast(Any, cx_text), 1)
+    conn.create_scalar_function("cx_bulk", cast(Any, cx_bulk), 0)
+    conn.create_scalar_function("cx_idents", cast(Any, cx_idents), 1)
+    conn.create_scalar_function("cx_idents_of", cast(Any, idents), 1, deterministic=True)  # of a text (migration)
+    conn.register_fts5_function("cx_rank", cast(Any, rank))
 
 
 # Column weights of bm25 (the text, the parts of its identifiers) and its usual constants.

@@ -5,15 +5,15 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, cast
 
 import apsw
 
-from cxsync.cache.db import scalar
+from cxsync.cache.db import one_row, scalar
 from cxsync.cache.fts import id_floor as fts_id_floor
 from cxsync.sync.errors import CxError, UsageError
 
-from cxsync.cache.fts import HL_CLOSE, HL_OPEN  # noqa: F401  (snippet markers: the CLI imports them from here)
+from cxsync.cache.fts import HL_CLOSE as HL_CLOSE, HL_OPEN as HL_OPEN  # the CLI imports the markers from here
 
 
 class QueryError(UsageError):
@@ -138,11 +138,12 @@ class Queries:
             sid = self.resolve_session(session)
             where.append("(m.root_session = :sid OR m.session_id = :sid)")
             params["sid"] = sid
-            lo, hi = self.conn.execute(  # a session's messages sit in one id range: search only that
-                "SELECT min(id), max(id) FROM messages WHERE root_session ="
-                " (SELECT root_session FROM sessions WHERE session_id = ?)", (sid,)).fetchone()
-            if lo is None:
+            span = one_row(self.conn,  # a session's messages sit in one id range: search only that
+                           "SELECT min(id), max(id) FROM messages WHERE root_session ="
+                           " (SELECT root_session FROM sessions WHERE session_id = ?)", (sid,))
+            if span is None or span[0] is None:
                 return []
+            lo, hi = span
             ranges = [(lo, hi)]
         if role:
             where.append("m.role = :role")
@@ -214,22 +215,24 @@ class Queries:
             sql = (f"SELECT rowid, {rank} FROM messages_fts WHERE messages_fts MATCH :q"
                    " AND rowid BETWEEN :lo AND :hi ORDER BY rowid DESC LIMIT :k")
         out: list[tuple[int, float]] = []
+
+        def run(**bounds: int) -> list[tuple[int, float]]:
+            return cast(list[tuple[int, float]], self.conn.execute(sql, {**params, "q": q, **bounds}).fetchall())
+
         for lo, hi in ranges:
             if where:
                 walked = self.conn.execute(
                     "SELECT rowid FROM messages_fts WHERE messages_fts MATCH ? AND rowid BETWEEN ? AND ?"
                     " ORDER BY rowid DESC LIMIT 1 OFFSET ?", (q, lo, hi, WALK - 1)).fetchone()
                 if walked is not None:  # more matches than the walk: the newest WALK, then only what is missing
-                    out += self.conn.execute(sql, {**params, "q": q, "lo": walked[0], "hi": hi,
-                                                   "k": k - len(out)}).fetchall()
+                    out += run(lo=walked[0], hi=hi, k=k - len(out))
                     if len(out) >= limit:
                         break
-                    out += self.conn.execute(sql, {**params, "q": q, "lo": lo, "hi": walked[0] - 1,
-                                                   "k": limit - len(out)}).fetchall()
+                    out += run(lo=lo, hi=walked[0] - 1, k=limit - len(out))
                     if len(out) >= limit:
                         break
                     continue
-            out += self.conn.execute(sql, {**params, "q": q, "lo": lo, "hi": hi, "k": k - len(out)}).fetchall()
+            out += run(lo=lo, hi=hi, k=k - len(out))
             if len(out) >= k:
                 break
         return out
@@ -300,10 +303,10 @@ class Queries:
         cond = "root_session = ?" if include_subagents else "session_id = ?"
         from cxsync.cache.fts import texts_of
 
-        rows = self.conn.execute(
+        rows: list[tuple[Any, ...]] = self.conn.execute(
             "SELECT key, role, occurred_at, event_id, model, session_id, agent_id, is_meta, source_line"
             f" FROM messages WHERE {cond} ORDER BY coalesce(occurred_at, ''), source_line, key", (sid,)).fetchall()
-        texts = texts_of(self.conn, [r[3] for r in rows])
+        texts = texts_of(self.conn, [str(r[3]) for r in rows])
         msgs = [
             {"key": k, "role": role, "occurred_at": at, "content": texts.get(eid, ""), "model": model,
              "session": s, "agent_id": a, "is_meta": bool(meta), "source_line": line}

@@ -69,7 +69,7 @@ def collect(conn: apsw.Connection, path: Path, *, top: int = 10) -> dict[str, An
                 acc[name] += v
     sessions, subagents, first, last = conn.execute(
         "SELECT sum(session_id = root_session), sum(session_id != root_session), min(first_at), max(last_at)"
-        " FROM sessions").fetchone()
+        " FROM sessions").fetchone() or (0, 0, None, None)
     projects = [
         {"project": p, "sessions": s, "messages": m, "tokens": t, "last_at": la}
         for p, s, m, t, la in conn.execute(

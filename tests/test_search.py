@@ -139,6 +139,11 @@ def test_the_index_follows_rows_whoever_writes_them(tmp_path: Path) -> None:
         c.conn.execute("DELETE FROM messages WHERE key='m:1'")
     assert c.search("first") == []
     assert c.conn.execute("SELECT count(*) FROM messages_fts").fetchone()[0] == 0
+    with c.conn:  # put back by hand: indexed from the text of its stored event
+        c.conn.execute("INSERT INTO messages(id, key, hash, role, session_id, root_session, tenant, user_id,"
+                       " event_id, occurred_at) VALUES (7, 'm:1', 'h2', 'user', 's1', 's1', 'acme', 'bob', ?, ?)",
+                       (big.event_id, _at(1)))
+    assert [h.key for h in c.search("second half")] == ["m:1"]
 
 
 def test_a_cache_of_schema_2_is_migrated_and_still_found(tmp_path: Path) -> None:
