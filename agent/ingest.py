@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -60,13 +61,28 @@ def _state_from_row(path: str, row: dict[str, Any] | None) -> FileState | None:
 
 class _Held:
     """What a backfill produced but the cache may not show yet (queued, or being written by the writer thread).
-    Lookups consult it before the cache, so dedup and merging see everything produced so far."""
+    Lookups consult it before the cache, so dedup and merging see everything produced so far.
+
+    Only the last WINDOW files are held: the writer commits at least every 20 files and the reader runs at most
+    ``backfill.IN_FLIGHT`` files ahead of it, so anything older is in the cache, where lookups find it. Holding
+    all of a large history (every message and record key) would grow the reader by hundreds of MB.
+    """
+
+    WINDOW = 64
 
     def __init__(self) -> None:
         self.messages: dict[str, dict[str, Any]] = {}
         self.sessions: set[str] = set()
         self.records: set[str] = set()
         self._file_keys: list[str] = []
+        self._file = 0
+        self._owner: dict[tuple[int, str], int] = {}  # (kind, key) -> the last file that held it
+        self._current: list[tuple[int, str]] = []
+        self._done: deque[tuple[int, list[tuple[int, str]]]] = deque()
+
+    def _own(self, kind: int, key: str) -> None:
+        self._owner[(kind, key)] = self._file
+        self._current.append((kind, key))
 
     def add(self, events: list[ev.ContextEvent]) -> None:
         for e in events:
@@ -74,16 +90,34 @@ class _Held:
                 key = e.data["key"]
                 self.messages[key] = {"session": e.data["session"], "parts": e.data.get("parts", 1), "event": e}
                 self._file_keys.append(key)
+                self._own(0, key)
             elif e.type == ev.SESSION_STARTED:
                 self.sessions.add(e.data["session"])
+                self._own(1, e.data["session"])
             elif e.type == ev.RECORDS_CAPTURED:
-                self.records.update(r["key"] for r in e.data.get("records", []))
+                for r in e.data.get("records", []):
+                    self.records.add(r["key"])
+                    self._own(2, r["key"])
 
     def file_done(self) -> None:
         # Merging only ever needs the events of the file being read; keep just the identity of the others.
         for key in self._file_keys:
             self.messages[key]["event"] = None
         self._file_keys.clear()
+        self._done.append((self._file, self._current))
+        self._file, self._current = self._file + 1, []
+        while len(self._done) > self.WINDOW:
+            index, keys = self._done.popleft()
+            for kind, key in keys:
+                if self._owner.get((kind, key)) != index:
+                    continue  # held again by a later file
+                del self._owner[(kind, key)]
+                if kind == 0:
+                    self.messages.pop(key, None)
+                elif kind == 1:
+                    self.sessions.discard(key)
+                else:
+                    self.records.discard(key)
 
 
 @dataclass

@@ -163,3 +163,39 @@ def test_a_cache_of_schema_2_is_migrated_and_still_found(tmp_path: Path) -> None
     assert [h.key for h in c.search("getusername", since="2025-12-31")] == ["u:old"]  # an id of the old scheme
     c.apply([_msg("u:new", "getUserName again", _at(1))], "remote")
     assert {h.key for h in c.search("getUserName")} == {"u:new", "u:old"}
+
+
+def test_an_import_killed_midway_resumes_with_nothing_lost_or_doubled(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.helpers import wait_until
+
+    gen = generate(tmp_path / "claude", 6000, seed=3)
+    env = {**os.environ, "CXSYNC_HOME": str(tmp_path / "cxhome")}
+    cmd = [sys.executable, "-m", "cxsync.agent", "import", "--root", str(tmp_path / "claude"), "--json"]
+    db = tmp_path / "cxhome" / "data" / "cache.db"
+
+    def held() -> int:
+        try:
+            c = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+            try:
+                return int(c.execute("SELECT value FROM counters WHERE name='messages'").fetchone()[0])
+            finally:
+                c.close()
+        except apsw.Error:
+            return 0
+
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: held() > 0, 60, what="a first batch committed")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 0 < held() < gen["messages"]
+    assert subprocess.run(cmd, env=env, capture_output=True, timeout=300).returncode == 0
+    c = open_cache(db, readonly=True)
+    n, distinct, indexed = c.conn.execute(
+        "SELECT count(*), count(DISTINCT key), (SELECT count(*) FROM messages_fts) FROM messages").fetchone()
+    assert n == distinct == indexed == gen["messages"] == c.counts()["messages"]
+    c.close()
