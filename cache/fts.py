@@ -138,15 +138,16 @@ def rank(api: apsw.FTS5ExtensionApi, *idf: float) -> float:
     one message of eight, that is a walk over 125,000 entries at a million messages. The search estimates them
     from the newest matches instead (``Queries._idf``); phrases it gives no weight get 1.
     """
-    avg = api.aux_data
-    if avg is None:
+    consts = api.aux_data
+    if consts is None:  # once per query: the average length, the phrase count
         n = api.row_count
-        avg = api.aux_data = (api.column_total_size(-1) / n) if n else 1.0
-    norm = K1 * (1 - B + B * api.column_size(-1) / (avg or 1.0))
+        consts = api.aux_data = ((api.column_total_size(-1) / n) if n else 1.0) or 1.0, api.phrase_count
+    avg, phrases = consts
+    norm = K1 * (1 - B + B * api.column_size(-1) / avg)
     score = 0.0
-    for p in range(api.phrase_count):
-        locs = api.phrase_locations(p)
-        tf = sum(w * len(c) for w, c in zip(WEIGHTS, locs))
+    for p in range(phrases):
+        text, parts = api.phrase_locations(p)  # token offsets in each column: the text, the identifier parts
+        tf = WEIGHTS[0] * len(text) + WEIGHTS[1] * len(parts)
         if tf:
             score += (idf[p] if p < len(idf) else 1.0) * tf * (K1 + 1) / (tf + norm)
     return -score
