@@ -132,6 +132,8 @@ class Supervisor:
         self.control.start()
         self._spawn("ingest", self._ingest_loop)
         self._spawn("clock", self._clock_loop)
+        if self.cfg.backup.daily:
+            self._spawn("backup", self._backup_loop)
         self._start_watchers()
         self._spawn("credentials", self._probe_credentials)
         self._publish_state()
@@ -423,6 +425,11 @@ class Supervisor:
         if wrote:
             self._push_wake.set()
         self._publish_state()
+
+    def _backup_loop(self) -> None:
+        from cxsync.cache.backup import run_daily
+
+        run_daily(self.cfg.paths.cache_db, self.cfg.backup_dir, self.cfg.backup.keep, self.stop_event)
 
     def _clock_loop(self) -> None:
         # The monotonic clock stops while the machine sleeps; the wall clock does not.
