@@ -406,6 +406,8 @@ class Ingestor:
                     self._batch.done = i
                     self._flush()
             self._flush()
+            # The WAL grew while the reader process held snapshots: give its space back now.
+            self.cache.checkpoint()
         finally:
             self._held = self._batch = None
         return total

@@ -100,6 +100,11 @@ class Cache(_search.Queries):
         cols = FILE_COLS + ("malformed", "status")
         return [dict(zip(cols, r)) for r in self.conn.execute(f"SELECT {', '.join(cols)} FROM files ORDER BY path")]
 
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database and truncate it (after a large write, such as a backfill)."""
+        with self._lock:
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
     def mark_file_deleted(self, path: str) -> None:
         with self._lock, self.conn:
             self.conn.execute("UPDATE files SET status='deleted', updated_at=? WHERE path=?", (now_iso(), path))
