@@ -201,8 +201,9 @@ class Queries:
                                      " ORDER BY rowid DESC LIMIT ?", (_quote(w), CANDIDATES)).fetchall()
             df = float(len(rows))
             if len(rows) == CANDIDATES:
-                if span is None:
-                    span = one_row(self.conn, "SELECT min(id), max(id) FROM messages WHERE id >= ?", (_LEGACY_IDS,))
+                if span is None:  # two queries: min and max together in one would scan every row
+                    span = (scalar(self.conn, "SELECT min(id) FROM messages WHERE id >= ?", (_LEGACY_IDS,)),
+                            scalar(self.conn, "SELECT max(id) FROM messages"))
                 total = self._total()
                 lo, hi = span if span and span[0] is not None else (0, 0)
                 kth = rows[-1][0]

@@ -182,13 +182,59 @@ def bare_search(conn: apsw.Connection, text: str, role: str | None = None) -> li
     return conn.execute(sql, (q, role) if role else (q,)).fetchall()
 
 
+def _search_figures(work: Path, queries: int, seed: int) -> dict[str, Any]:
+    from cxsync.cache import open_cache
+
+    home = work / "claude"
+    cache = open_cache(work / "cxhome" / "data" / "cache.db", readonly=True)
+    bare = apsw.Connection(str(work / "baseline.db"), flags=apsw.SQLITE_OPEN_READONLY)
+    for c in (cache.conn, bare):
+        c.execute("PRAGMA cache_size=-32000")
+    rng = random.Random(seed)
+    sets = make_queries(home, cache, queries, rng)
+    for q, _ in sets["plain"][:20]:  # warm both the same way
+        cache.search(q)
+        bare_search(bare, q)
+    results: dict[str, Any] = {}
+    for name, qs in sets.items():
+        mine = [_timed(lambda: cache.search(q, limit=10, **f)) for q, f in qs]
+        theirs = None
+        if name in ("plain", "two-word phrases", "--role"):
+            theirs = _quantiles([_timed(lambda: bare_search(bare, q, f.get("role"))) for q, f in qs])
+        results[name] = (_quantiles(mine), theirs)
+    cache.close()
+    bare.close()
+    return results
+
+
+def _print_search(results: dict[str, Any]) -> None:
+    for name, ((p50, p99), theirs) in results.items():
+        other = f"{theirs[0]:>7.2f} / {theirs[1]:<8.1f}" if theirs else f"{'':18}"
+        print(f"{'search top 10 p50 / p99 (ms) ' + name:<52}{p50:>6.2f} / {p99:<6.1f}{other}")
+
+
+def measure_search(work: Path, queries: int, seed: int) -> None:
+    """Size and search on a kept run's caches (the import figures are that run's)."""
+    jsonl = sum(f.stat().st_size for f in (work / "claude").glob("projects/*/*.jsonl"))
+    cache_bytes = _dir_size(work / "cxhome" / "data" / "cache.db")
+    base_bytes = _dir_size(work / "baseline.db")
+    results = _search_figures(work, queries, seed)
+    print(f"{'':36}{'cxsync':>16}{'bare apsw+FTS5':>18}")
+    print(f"{'size on disk / JSONL size':36}{cache_bytes / jsonl:>16.2f}{base_bytes / jsonl:>18.2f}")
+    _print_search(results)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=500)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--reuse", type=Path, help="a work folder kept by --keep: measure size and search only")
     args = ap.parse_args()
+    if args.reuse:
+        measure_search(args.reuse, args.queries, args.seed)
+        return
     work = Path(tempfile.mkdtemp(prefix="cxbench-"))
     try:
         home = work / "claude"
@@ -205,28 +251,8 @@ def main() -> None:
         print(f"cxsync import: {imp_s:.1f} s, peak RSS {peak / 2**20:.0f} MB", flush=True)
         assert imported["messages"] == n_rows, (imported["messages"], n_rows)
 
-        from cxsync.cache import open_cache
-
+        results = _search_figures(work, args.queries, args.seed)
         cache_db = work / "cxhome" / "data" / "cache.db"
-        cache = open_cache(cache_db, readonly=True)
-        bare = apsw.Connection(str(work / "baseline.db"), flags=apsw.SQLITE_OPEN_READONLY)
-        for c in (cache.conn, bare):
-            c.execute("PRAGMA cache_size=-32000")
-        rng = random.Random(args.seed)
-        sets = make_queries(home, cache, args.queries, rng)
-        for q, _ in sets["plain"][:20]:  # warm both the same way
-            cache.search(q)
-            bare_search(bare, q)
-        results: dict[str, tuple[tuple[float, float], tuple[float, float] | None]] = {}
-        for name, queries in sets.items():
-            mine = [_timed(lambda: cache.search(q, limit=10, **f)) for q, f in queries]
-            theirs = None
-            if name in ("plain", "two-word phrases", "--role"):
-                theirs = _quantiles([_timed(lambda: bare_search(bare, q, f.get("role"))) for q, f in queries])
-            results[name] = (_quantiles(mine), theirs)
-        cache.close()
-        bare.close()
-
         cache_bytes = _dir_size(cache_db)
         base_bytes = _dir_size(work / "baseline.db")
         mb = gen["bytes"] / 1e6
@@ -239,9 +265,7 @@ def main() -> None:
         print(f"{'import JSONL MB/s':36}{mb / imp_s:>16.1f}")
         print(f"{'import peak RSS (MB, process tree)':36}{peak / 2**20:>16.0f}")
         print(f"{'size on disk / JSONL size':36}{cache_bytes / gen['bytes']:>16.2f}{base_bytes / gen['bytes']:>18.2f}")
-        for name, ((p50, p99), theirs) in results.items():
-            other = f"{theirs[0]:>7.2f} / {theirs[1]:<8.1f}" if theirs else f"{'':18}"
-            print(f"{'search top 10 p50 / p99 (ms) ' + name:<52}{p50:>6.2f} / {p99:<6.1f}{other}")
+        _print_search(results)
     finally:
         if args.keep:
             print(f"kept {work}")
