@@ -156,18 +156,21 @@ class Queries:
                 [(lo, min(hi, _LEGACY_IDS)) for lo, hi in ranges if lo < _LEGACY_IDS]
         try:
             dfs = self._document_frequencies(words)
+            weights = [_idf(df, self._total()) for df in dfs]
+            # The exact phrase is always ranked by cx_rank: FTS5's bm25 would first find every occurrence of the
+            # phrase in the whole index (positions compared across both words' matches) just to weigh it.
+            ranks = [f"cx_rank(messages_fts, {float(sum(weights))!r})"]
             if fts or any(df > BM25_DF for df in dfs):
-                weights = [_idf(df, self._total()) for df in dfs]
                 k = max(FREQUENT_CANDIDATES, limit)
-                ranks = [f"cx_rank(messages_fts, {float(sum(weights))!r})",
-                         "cx_rank(messages_fts" + "".join(f", {w!r}" for w in weights) + ")"]
+                ranks.append("cx_rank(messages_fts" + "".join(f", {w!r}" for w in weights) + ")")
             else:
                 k = max(CANDIDATES, limit)
-                ranks = ["bm25(messages_fts, 1.0, 0.5)"] * 2
+                ranks.append("bm25(messages_fts, 1.0, 0.5)")
             found: dict[int, tuple[int, float]] = {}
-            runs = [(phrase, ranks[0]), (query, ranks[1])] if phrase else [(query, ranks[1])]
-            for tier, (q, rank) in enumerate(runs):
-                for rowid, score in self._candidates(q, rank, ranges, where, params, k, limit):
+            few = max(FREQUENT_CANDIDATES, limit)
+            runs = [(phrase, ranks[0], few), (query, ranks[1], k)] if phrase else [(query, ranks[1], k)]
+            for tier, (q, rank, n) in enumerate(runs):
+                for rowid, score in self._candidates(q, rank, ranges, where, params, n, limit):
                     found.setdefault(rowid, (tier, score))
         except apsw.SQLError as exc:
             msg = str(exc).replace("SQLError: ", "")
