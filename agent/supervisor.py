@@ -26,8 +26,9 @@ from typing import Any, Callable
 from cxsync.agent import app
 from cxsync.agent.config import Config
 from cxsync.sync.errors import CxError
-from cxsync.agent.lock import InstanceLock, holder
-from cxsync.agent.paths import secure_file
+from cxsync.agent.lock import AGENT, InstanceLock, holder
+from cxsync.agent.paths import private_rotating_log, secure_file
+from cxsync.sync.clock import utcnow_iso
 
 log = logging.getLogger("cxsync.agent")
 
@@ -46,9 +47,8 @@ class AlreadyRunning(CxError):
 
 def setup_file_logging(cfg: Config, level: int = logging.INFO) -> logging.Handler:
     cfg.paths.ensure()
-    handler = logging.handlers.RotatingFileHandler(cfg.paths.log_file, maxBytes=1_000_000, backupCount=5,
-                                                   encoding="utf-8")
-    secure_file(cfg.paths.log_file)
+    handler = private_rotating_log(cfg.paths.log_file, max_bytes=1_000_000, backups=5)
+    secure_file(cfg.paths.log_file)  # a log left by an older cxsync may have been created readable by others
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"))
     handler.setLevel(level)
     root = logging.getLogger("cxsync")
@@ -87,7 +87,7 @@ class Supervisor:
         self.cfg = config
         self.stop_event = threading.Event()
         self.force_polling = (os.environ.get("CXSYNC_POLLING") == "1") if force_polling is None else force_polling
-        self._lock = InstanceLock(config.paths.lock_file)
+        self._lock = InstanceLock(config.paths.lock_file, AGENT)
         self._dirty: set[str] = set()
         self._rescan = False
         self._dirty_lock = threading.Lock()
@@ -107,6 +107,7 @@ class Supervisor:
         self._observer_kind = "none"
         self._credential_backend: str | None = None
         self.clock_interval = CLOCK_INTERVAL
+        self.knowledge_interval = 30.0
         self.wall_clock: Callable[[], float] = time.time  # replaceable: tests simulate a suspend
         self.wakeups = 0
         self.cache: Any = None
@@ -134,6 +135,7 @@ class Supervisor:
         self._spawn("clock", self._clock_loop)
         if self.cfg.backup.daily:
             self._spawn("backup", self._backup_loop)
+        self._spawn("knowledge", self._knowledge_loop)
         self._start_watchers()
         self._spawn("credentials", self._probe_credentials)
         self._publish_state()
@@ -306,6 +308,8 @@ class Supervisor:
 
     def _component(self, name: str) -> Callable[[str, BaseException | None], None]:
         def report(state: str, exc: BaseException | None) -> None:
+            if getattr(exc, "needs_auth", False):  # the gateway refused the token (sync/http_log.py)
+                state = "needs-auth"
             previous = self._components.get(name)
             if previous != state:
                 self._components[name] = state
@@ -317,14 +321,14 @@ class Supervisor:
         return report
 
     def _set_error(self, title: str, hint: str) -> None:
-        self._error = {"title": title, "hint": hint, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        self._error = {"title": title, "hint": hint, "at": utcnow_iso("seconds")}
         self._publish_state()
 
     def _compute_state(self) -> str:
         if self._paused:
             return "paused"
         comp = set(self._components.values())
-        if self._needs_auth:
+        if self._needs_auth or "needs-auth" in comp:
             return "needs-auth"
         if self._error and self._error["title"].startswith(("sync cannot start", "worker ")):
             return "error"
@@ -425,6 +429,22 @@ class Supervisor:
         if wrote:
             self._push_wake.set()
         self._publish_state()
+
+    def _knowledge_loop(self) -> None:
+        """Extraction over what was captured since the last pass: one cheap check when nothing was."""
+        from cxsync.agent.extract import run
+
+        ident = app.identity(self.cfg)
+        while not self.stop_event.wait(self.knowledge_interval):
+            if self._paused:
+                continue
+            try:
+                n = run(self.cache, ident)
+                if n:
+                    log.info("extracted %d knowledge item(s)", n)
+                    self._push_wake.set()
+            except Exception:  # noqa: BLE001 - extraction is best effort; capture and sync go on
+                log.exception("knowledge extraction failed")
 
     def _backup_loop(self) -> None:
         from cxsync.cache.backup import run_daily

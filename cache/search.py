@@ -84,7 +84,7 @@ FREQUENT_CANDIDATES = 300
 BM25_DF = 20_000
 WALK = 1000
 _IDS_END = 1 << 62
-_LEGACY_IDS = 1 << 36  # below: ids of rows migrated from a cache older than time-ordered ids (see schema 3)
+_LEGACY_IDS = 1 << 36  # below: ids of rows kept by the "search at scale" migration (not time-ordered)
 _HIT_COLS = "id, session_id, root_session, key, project, role, occurred_at, agent_id, event_id"
 
 
@@ -101,7 +101,9 @@ def _idf(df: float, total: int) -> float:
 
 def _quote(text: str) -> str:
     """One FTS5 string: words, never operators (a bare AND, OR, NOT or NEAR would be one)."""
-    return '"' + text.replace('"', '""') + '"'
+    from cxsync.cache.querytext import quote
+
+    return quote(text)
 
 
 class Queries:
@@ -111,17 +113,14 @@ class Queries:
     def _match(self, text: str, fts: bool) -> tuple[str, list[str], str | None]:
         """What to run for what the user typed: the FTS5 query of all its words, the words (each weighed by
         its rarity), and, for several plain words, the exact phrase (its hits come first). The one place query
-        text is interpreted."""
+        text is interpreted (``cxsync.cache.querytext``: plain words vs raw FTS5, and the query bounds)."""
+        from cxsync.cache import querytext
+
         if fts:
-            query = text.strip()
-            if not query:
-                raise QueryError("empty search", "give some words to look for")
-            return query, [], None
-        words = _words(text)
-        everything = plain_to_fts(text)
-        if len(words) < 2:
-            return everything, words, None
-        return everything, words, _quote(" ".join(words))
+            return querytext.to_fts(text, fts=True), [], None
+        everything = querytext.plain_to_fts(text)
+        words = querytext.plain_words(text)
+        return everything, words, (querytext.quote(" ".join(words)) if len(words) > 1 else None)
 
     def search(self, text: str, *, limit: int = 10, project: str | None = None, session: str | None = None,
                role: str | None = None, since: str | None = None, fts: bool = False) -> list[Hit]:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+import apsw
 import orjson
 
 from cxsync.cache.apply import ApplyResult, Router, apply_in_tx
@@ -43,15 +45,35 @@ class OutboxRow:
 
 
 class Cache(_search.Queries):
-    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False, route: Router | None = None):
+    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False, route: Router | None = None,
+                 transform: Callable[[ev.ContextEvent], ev.ContextEvent] | None = None):
         self.path = Path(path)
         self.readonly = readonly
         self.conn = connect(self.path, readonly=readonly)
         self.route = route
+        self.transform = transform  # applied to local events before they are stored (e.g. redaction)
         self._lock = threading.RLock()  # one writer connection, shared by the agent's threads
 
     def close(self) -> None:
         self.conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        """A write transaction that takes the write lock up front (BEGIN IMMEDIATE), so the busy timeout applies:
+        a deferred one that read first and then met another writer fails at once with BusyError."""
+        with self._lock:
+            if not self.conn.getautocommit():  # already inside one (a caller's transaction): nest
+                with self.conn:
+                    yield
+                return
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                if not self.conn.getautocommit():
+                    self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
 
     def __enter__(self) -> "Cache":
         return self
@@ -65,7 +87,9 @@ class Cache(_search.Queries):
               files: Sequence[Mapping[str, Any]] = (), cursor: tuple[str, bytes] | None = None,
               payloads: Mapping[str, bytes] | None = None) -> ApplyResult:
         """Apply events, file offsets and a stream cursor in ONE transaction: all of it lands or none."""
-        with self._lock, self.conn:
+        if origin == "local" and self.transform is not None:
+            events = [self.transform(e) for e in events]
+        with self._write():
             res = apply_in_tx(self.conn, events, origin, self.route if origin == "local" else None, payloads)
             for f in files:
                 self._save_file(f)
@@ -74,6 +98,13 @@ class Cache(_search.Queries):
                     "INSERT INTO cursors(stream, cursor, updated_at) VALUES (?,?,?) ON CONFLICT(stream) DO UPDATE"
                     " SET cursor=excluded.cursor, updated_at=excluded.updated_at", (cursor[0], cursor[1], now_iso()))
         return res
+
+    @contextmanager
+    def transaction(self) -> Iterator[apsw.Connection]:
+        """The writer connection inside one transaction, serialised with the other threads' writes: for the
+        cache's derived, local-only tables (what ``apply`` does not own)."""
+        with self._write():
+            yield self.conn
 
     def _save_file(self, f: Mapping[str, Any]) -> None:
         row = {c: f.get(c) for c in FILE_COLS}
@@ -105,8 +136,20 @@ class Cache(_search.Queries):
         with self._lock:
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
+    def end_session(self, session: str, ended: Callable[[int, str | None], ev.ContextEvent]) -> bool:
+        """Announce that ``session`` ended, unless it has no messages or its last announcement still holds.
+        ``ended(message_count, last_at)`` makes the event; it is read and applied in one write transaction."""
+        with self._write():
+            row = self.conn.execute("SELECT message_count, last_at, ended_count FROM sessions WHERE session_id=?",
+                                    (session,)).fetchone()
+            if row is None or not row[0] or row[2] == row[0]:
+                return False
+            event = ended(int(row[0]), row[1])
+            apply_in_tx(self.conn, [self.transform(event) if self.transform else event], "local", self.route)
+        return True
+
     def mark_file_deleted(self, path: str) -> None:
-        with self._lock, self.conn:
+        with self._write():
             self.conn.execute("UPDATE files SET status='deleted', updated_at=? WHERE path=?", (now_iso(), path))
 
     @_locked
@@ -140,6 +183,25 @@ class Cache(_search.Queries):
             out.update(r[0] for r in self.conn.execute(q, chunk))
         return out
 
+    @_locked
+    def record_owners(self, keys: Iterable[str]) -> dict[str, tuple[str, str | None]]:
+        """For ingest's copies: the session holding each of these record keys, and the session its line names."""
+        from cxsync.cache.apply import origin_of_raw
+
+        keys = list(keys)
+        out: dict[str, tuple[str, str | None]] = {}
+        payloads: dict[int, dict[str, Any]] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            q = "SELECT key, session_id, event_seq FROM records WHERE key IN (%s)" % ",".join("?" * len(chunk))
+            for k, sid, n in self.conn.execute(q, chunk).fetchall():
+                key, session, seq = str(k), str(sid), int(n)  # type: ignore[arg-type]
+                if seq not in payloads:
+                    blob = scalar(self.conn, "SELECT payload FROM events WHERE seq=?", (seq,))
+                    payloads[seq] = {r["key"]: r.get("raw") for r in ev.decode(blob).data.get("records", [])}
+                out[key] = (session, origin_of_raw(payloads[seq].get(key)))
+        return out
+
     # ---- outbox ---------------------------------------------------------------------------------------------
 
     @_locked
@@ -158,13 +220,13 @@ class Cache(_search.Queries):
         return rows
 
     def ack(self, acks: Sequence[tuple[int, bytes]]) -> None:
-        with self._lock, self.conn:
+        with self._write():
             now = now_iso()
             self.conn.executemany("UPDATE outbox SET state='acked', cursor=?, acked_at=?, last_error=NULL"
                                   " WHERE seq=?", [(c, now, s) for s, c in acks])
 
     def record_failure(self, seqs: Sequence[int], error: str, *, quarantine: bool) -> None:
-        with self._lock, self.conn:
+        with self._write():
             self.conn.executemany(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ?, state = ? WHERE seq = ?",
                 [(error, "quarantined" if quarantine else "pending", s) for s in seqs])
@@ -201,7 +263,7 @@ class Cache(_search.Queries):
         return orjson.loads(row[0]) if row else default
 
     def set_state(self, **values: Any) -> None:
-        with self._lock, self.conn:
+        with self._write():
             self.conn.executemany(
                 "INSERT INTO state(key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                 [(k, orjson.dumps(v).decode()) for k, v in values.items()])
@@ -232,6 +294,7 @@ class Cache(_search.Queries):
         return out
 
 
-def open_cache(path: str | os.PathLike[str], *, readonly: bool = False, route: Router | None = None) -> Cache:
+def open_cache(path: str | os.PathLike[str], *, readonly: bool = False, route: Router | None = None,
+               transform: Callable[[ev.ContextEvent], ev.ContextEvent] | None = None) -> Cache:
     """Open (creating and migrating when writable) the cache database at ``path``."""
-    return Cache(path, readonly=readonly, route=route)
+    return Cache(path, readonly=readonly, route=route, transform=transform)

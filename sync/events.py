@@ -16,13 +16,14 @@ import hashlib
 import threading
 import zlib
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
 import orjson
 import zstandard
 
+from cxsync.sync import clock
 from cxsync.sync.errors import CxError
+from cxsync.sync.names import Identity as Identity  # one Identity, defined with the name rules
 
 MESSAGE_INDEXED = "MessageIndexed"
 SESSION_STARTED = "SessionStarted"
@@ -61,8 +62,7 @@ class CodecError(CxError):
     """An encoded event could not be decoded (unknown version, corrupt bytes, missing field)."""
 
 
-def utcnow_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+utcnow_iso = clock.utcnow_iso
 
 
 def make_event_id(event_type: str, tenant: str, *identity: str) -> str:
@@ -167,13 +167,6 @@ def decode(blob: bytes) -> ContextEvent:
 # ---- constructors -------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Identity:
-    """Who produced an event: the tenant (organisation), the user, and the machine."""
-
-    tenant: str
-    user: str
-    machine: str
 
 
 def message_indexed(ident: Identity, message: Mapping[str, Any]) -> ContextEvent:
@@ -217,12 +210,20 @@ def knowledge_extracted(ident: Identity, knowledge: Mapping[str, Any], source_ha
 SHARED_SCOPES = ("user", "team", "project", "public")
 
 
-def knowledge_shared(ident: Identity, knowledge_id: str, scope: str, project: str | None = None) -> ContextEvent:
+def knowledge_shared(ident: Identity, knowledge_id: str, scope: str, project: str | None = None, *,
+                     item: Mapping[str, Any] | None = None, shared: bool = True) -> ContextEvent:
+    """A person shared an item with a scope (``shared``), or withdrew it.  Each act is its own event (its time is in
+    the id), and the latest act per (item, scope) wins in every cache.  ``item`` travels along: subscribers of the
+    scope never see the owner's private stream, where the item was extracted."""
     if scope not in SHARED_SCOPES:
         raise ValueError(f"shared scope must be one of {', '.join(SHARED_SCOPES)}, not {scope!r}")
-    eid = make_event_id(KNOWLEDGE_SHARED, ident.tenant, ident.user, knowledge_id, scope, project or "")
-    return ContextEvent(KNOWLEDGE_SHARED, eid, ident.tenant, ident.user, ident.machine, utcnow_iso(),
-                        {"knowledge_id": knowledge_id, "scope": scope, "project": project})
+    at = utcnow_iso()
+    eid = make_event_id(KNOWLEDGE_SHARED, ident.tenant, ident.user, knowledge_id, scope, project or "",
+                        "share" if shared else "unshare", at)
+    data: dict[str, Any] = {"knowledge_id": knowledge_id, "scope": scope, "project": project, "shared": shared}
+    if item is not None:
+        data["knowledge"] = dict(item)
+    return ContextEvent(KNOWLEDGE_SHARED, eid, ident.tenant, ident.user, ident.machine, at, data)
 
 
 # ---- routing ------------------------------------------------------------------------------------------------
