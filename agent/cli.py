@@ -176,6 +176,7 @@ EXAMPLES = {
     "autostart disable": "cxsync autostart disable",
     "autostart status": "cxsync autostart status --json",
     "doctor": "cxsync doctor",
+    "stats": "cxsync stats --top 5\ncxsync stats --json",
     "backup list": "cxsync backup list --json",
     "knowledge show": "cxsync knowledge show 3f2a",
     "search": "cxsync search flaky test",

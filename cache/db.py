@@ -55,6 +55,7 @@ def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> apsw.Con
         old_umask = os.umask(0o077)  # the db, -wal and -shm files are created private
     try:
         conn = apsw.Connection(str(p), flags=flags)
+        conn.setbusytimeout(10_000)  # before anything reads: registering the FTS5 function reads the schema
         from cxsync.cache import fts
 
         fts.register(conn)  # the index triggers call these; a migration may too
