@@ -41,6 +41,11 @@ class LazyLog:
     def wait(self, stream: str, after: bytes | None, timeout: float) -> bool:
         return self.connect().wait(stream, after, timeout)
 
+    def identity(self) -> str | None:
+        from cxsync.sync.port import log_identity
+
+        return log_identity(self.connect())
+
     @property
     def connected(self) -> bool:
         return self._log is not None
