@@ -8,9 +8,10 @@ import sys
 import click
 
 from cxsync.agent.cli import Ctx, emit_json
+from cxsync.agent.status import Status
 
 
-def _fmt_status(s: dict) -> str:  # type: ignore[type-arg]
+def _fmt_status(s: Status) -> str:
     lines = [f"state        {s['state']}" + (f" (pid {s['pid']}, up {s['uptime_s']:.0f}s)" if s.get("uptime_s") else "")]
     lines.append(f"cache        {s['messages']} messages in {s['sessions']} sessions")
     lines.append(f"watching     {s['transcripts_watched']} transcripts")
@@ -23,12 +24,21 @@ def _fmt_status(s: dict) -> str:  # type: ignore[type-arg]
     lines.append(f"last pull    {s['last_pull'] or 'never'}")
     for name, st in s["streams"].items():
         lag = f", lag {st['lag_s']}s" if st.get("lag_s") is not None else ""
-        lines.append(f"stream       {name}: cursor {st['cursor'] or '-'}{lag}")
+        behind = f", behind {st['behind']}+ events" if st.get("behind") else ""
+        lines.append(f"stream       {name}: cursor {st['cursor'] or '-'}{lag}{behind}")
+    if s.get("undecodable"):
+        lines.append(f"unreadable   {s['undecodable']} pulled event(s) kept aside, skipped (a newer cxsync wrote"
+                     " them, or they are damaged); `cxsync rebuild` after an upgrade applies them")
+    r = s.get("log_replaced")
+    if r:
+        lines.append(f"log replaced {r.get('at')}: the event log was deleted or replaced; republished"
+                     f" {r.get('requeued')} event(s)")
     lines.append(f"credentials  {s['credential_backend'] or 'unknown'}")
-    if s.get("last_error"):
-        lines.append(f"last error   {s['last_error'].get('title')}")
-        if s["last_error"].get("hint"):
-            lines.append(f"  hint       {s['last_error']['hint']}")
+    err = s.get("last_error")
+    if err:
+        lines.append(f"last error   {err.get('title')}")
+        if err.get("hint"):
+            lines.append(f"  hint       {err['hint']}")
     return "\n".join(lines)
 
 

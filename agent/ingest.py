@@ -330,8 +330,7 @@ class Ingestor:
 
         if state is None or (now or time.time()) - state.mtime < SESSION_IDLE_END:
             return
-        row = self.cache.conn.execute("SELECT message_count, last_at, ended_count FROM sessions WHERE session_id=?",
-                                      (ctx.session,)).fetchone()
+        row = self.cache.session_progress(ctx.session)  # under the cache lock: committed rows only
         if row is None or row[0] == 0 or row[2] == row[0]:
             return
         self.cache.apply([ev.session_ended(self.identity, ctx.session, row[0], row[1] or _now())], "local")

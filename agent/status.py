@@ -14,7 +14,7 @@ import json
 import os
 import time
 from datetime import datetime, timezone
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 from cxsync.agent.config import Config
 from cxsync.agent.lock import holder
@@ -159,11 +159,12 @@ def _from_cache(cfg: Config, out: Status, running: bool) -> None:
         known = {str(r[0]): r for r in rows}
         for s in sorted(set(cfg.sync.subscribe) | set(known)):
             _, cur, last_pull, caught_up_at, behind = known.get(s, (s, None, None, None, 0))
+            caught = str(caught_up_at) if caught_up_at else None
             out["streams"][s] = {
                 "cursor": cur.hex() if isinstance(cur, bytes) else None,
-                "last_pull": last_pull,
-                "lag_s": round(_age(caught_up_at) or 0.0, 1) if caught_up_at else None,
-                "behind": int(behind or 0),
+                "last_pull": str(last_pull) if last_pull else None,
+                "lag_s": round(_age(caught) or 0.0, 1) if caught else None,
+                "behind": int(cast(int, behind) or 0),
             }
         if not out["last_error"] and out["quarantined"]:
             out["last_error"] = state("quarantine_error")

@@ -18,7 +18,6 @@ owner of the agent's state and its last error, which clears when the worker that
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import logging.handlers
 import os
@@ -32,6 +31,7 @@ from cxsync.agent.config import Config
 from cxsync.agent.lock import InstanceLock, holder
 from cxsync.agent.paths import secure_file
 from cxsync.agent.state import AgentState
+from cxsync.agent.status import Status
 from cxsync.sync.errors import CxError
 from cxsync.sync.worker import Backoff, ErrorKind, Gate, Worker
 
@@ -332,7 +332,7 @@ class Supervisor:
             return {"ok": True, "status": {**self.snapshot(), "state": "stopping"}, "_then": self.stop_event.set}
         return {"ok": True, "status": self.snapshot()}
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> Status:
         from cxsync.agent import status
 
         self.state.publish()

@@ -8,7 +8,7 @@ the same rows and a replay of anything is a no-op.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence, cast
 
 import apsw
 import orjson
@@ -390,8 +390,8 @@ def retry_undecodable_in_tx(conn: apsw.Connection) -> dict[str, int]:
     done = kept = 0
     rows = conn.execute("SELECT stream, cursor, event_id, payload, error FROM undecodable"
                         " ORDER BY stream, cursor").fetchall()
-    for stream, cursor, _, payload, _ in rows:
-        payload = bytes(payload)
+    for row in rows:
+        stream, cursor, payload = str(row[0]), bytes(cast(bytes, row[1])), bytes(cast(bytes, row[3]))
         try:
             e = ev.decode(payload)
         except ev.CodecError as exc:
@@ -400,12 +400,11 @@ def retry_undecodable_in_tx(conn: apsw.Connection) -> dict[str, int]:
             continue
         res = ApplyResult()
         conn.execute("DELETE FROM undecodable WHERE stream=? AND cursor=?", (stream, cursor))
-        _materialise_one = [(bytes(cursor), e, payload)]
         if not e.known:
-            _keep_undecodable(conn, stream, bytes(cursor), e.event_id, payload,
+            _keep_undecodable(conn, stream, cursor, e.event_id, payload,
                               f"event type {e.type!r} is not known to this cxsync: upgrade")
         else:
-            _materialise(conn, _materialise_one, stream, res)
+            _materialise(conn, [(cursor, e, payload)], stream, res)
         if e.known and not res.undecodable:
             done += 1
         else:

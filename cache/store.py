@@ -110,7 +110,8 @@ class Cache(_search.Queries):
         """Try the kept undecodable events again (after an upgrade): what now decodes and applies leaves the
         table, the rest stays with its new error."""
         with self._lock, self.conn:
-            return retry_undecodable_in_tx(self.conn)
+            result = retry_undecodable_in_tx(self.conn)
+        return result
 
     @_locked
     def undecodable(self, limit: int = 20) -> list[dict[str, Any]]:
@@ -125,16 +126,16 @@ class Cache(_search.Queries):
         idempotency drops what it already holds — and every stream is read again from its start."""
         with self._lock, self.conn:
             previous = self._state("log_id")
+            requeued = 0
             if previous == log_id:
                 return {"changed": False, "previous": previous, "requeued": 0}
-            requeued = 0
             if previous is not None:
                 self.conn.execute("UPDATE outbox SET state='pending', cursor=NULL, acked_at=NULL"
                                   " WHERE state='acked'")
                 requeued = self.conn.changes()
                 self.conn.execute("UPDATE cursors SET cursor=NULL, caught_up_at=NULL, behind=0")
             self._set_state_in_tx(log_id=log_id)
-            return {"changed": previous is not None, "previous": previous, "requeued": requeued}
+        return {"changed": previous is not None, "previous": previous, "requeued": requeued}
 
     @_locked
     def stream_states(self) -> dict[str, dict[str, Any]]:
