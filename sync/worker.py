@@ -54,15 +54,31 @@ class Failure:
 def classify(exc: BaseException, where: str = "") -> Failure:
     """The kind, title and hint of a worker failure (titles name the worker; hints say what happens next)."""
     prefix = f"{where}: " if where else ""
-    cause = exc.__cause__ if isinstance(exc, TransientLogError) and exc.__cause__ is not None else exc
-    if isinstance(cause, apsw.FullError) or (isinstance(cause, OSError) and cause.errno == errno.ENOSPC):
-        return Failure(ErrorKind.DISK_FULL, f"{prefix}the disk is full ({exc})",
+    # The root cause may hide behind what it triggered: SQLite rolls back by itself on SQLITE_FULL, and the
+    # context manager's own ROLLBACK then fails with "no transaction is active".
+    chain: list[BaseException] = []
+    e: BaseException | None = exc
+    while e is not None and e not in chain and len(chain) < 8:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+
+    def any_of(*types: type[BaseException], err: int | None = None) -> BaseException | None:
+        for c in chain:
+            if isinstance(c, types) or (err is not None and isinstance(c, OSError) and c.errno == err):
+                return c
+        return None
+
+    full = any_of(apsw.FullError, err=errno.ENOSPC)
+    if full is not None:
+        return Failure(ErrorKind.DISK_FULL, f"{prefix}the disk is full ({full})",
                        "free some space: capture and sync resume by themselves")
-    if isinstance(cause, apsw.ReadOnlyError) or (isinstance(cause, OSError) and cause.errno == errno.EROFS):
-        return Failure(ErrorKind.READ_ONLY, f"{prefix}a database is read-only ({exc})",
+    ro = any_of(apsw.ReadOnlyError, err=errno.EROFS)
+    if ro is not None:
+        return Failure(ErrorKind.READ_ONLY, f"{prefix}a database is read-only ({ro})",
                        "make it writable again: the agent reopens it by itself")
-    if isinstance(cause, (apsw.BusyError, apsw.LockedError)):
-        return Failure(ErrorKind.BUSY, f"{prefix}a database is busy ({exc})", "another writer holds it: waiting")
+    busy = any_of(apsw.BusyError, apsw.LockedError)
+    if busy is not None:
+        return Failure(ErrorKind.BUSY, f"{prefix}a database is busy ({busy})", "another writer holds it: waiting")
     if isinstance(exc, TransientLogError):
         return Failure(ErrorKind.OFFLINE, f"{prefix}cannot reach the event log: {exc}",
                        "working offline; queued events are sent and remote ones read on reconnect")
