@@ -23,6 +23,9 @@ from typing import Any, Callable
 from cxsync.sync.worker import ErrorKind, Failure  # noqa: F401 - ErrorKind: for callers of fail()
 
 
+_BLOCK = 4096
+
+
 def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
@@ -127,12 +130,29 @@ class AgentState:
 
     def publish(self) -> None:
         with self._lock:
-            data = self.snapshot()
+            text = json.dumps(self.snapshot())
+            # Padded to whole blocks, so that on a full disk the snapshot can still be rewritten in place (the
+            # blocks are already the file's): status tells the truth exactly when the disk is full.
+            body = (text + " " * (-len(text) % _BLOCK)).encode()
             tmp = self.path.with_name(self.path.name + ".tmp")
             try:
-                tmp.write_text(json.dumps(data), encoding="utf-8")
+                tmp.write_bytes(body)
                 if self._secure is not None:
                     self._secure(tmp)
                 os.replace(tmp, self.path)
-            except OSError:  # a full disk must not stop the agent; status then reads the previous snapshot
-                pass
+            except OSError:
+                tmp.unlink(missing_ok=True)
+                self._write_in_place(body)
+
+    def _write_in_place(self, body: bytes) -> None:
+        try:
+            fd = os.open(self.path, os.O_WRONLY)
+        except OSError:
+            return
+        try:
+            if os.fstat(fd).st_size >= len(body):
+                os.pwrite(fd, body.ljust(os.fstat(fd).st_size), 0)
+        except OSError:  # even that failed: status reads the previous snapshot
+            pass
+        finally:
+            os.close(fd)
