@@ -84,6 +84,9 @@ class ContextEvent:
     machine: str
     timestamp: str
     data: Mapping[str, Any] = field(default_factory=dict)
+    # The bytes this event was decoded from, if any: ``encode`` hands them back instead of compressing again,
+    # so an event read from the outbox or a log travels on exactly as it came (decoded once, at the edge).
+    wire: bytes | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         # A type this version does not know is carried, not refused: a newer agent on the same log writes it,
@@ -142,6 +145,8 @@ def seal(serialized: bytes) -> bytes:
 
 
 def encode(event: ContextEvent) -> bytes:
+    if event.wire is not None:
+        return event.wire
     return seal(serialize(event))
 
 
@@ -172,7 +177,7 @@ def decode(blob: bytes) -> ContextEvent:
             raise ValueError(f"missing or non-text field(s): {', '.join(missing)}")
         if not isinstance(fields.get("data", {}), dict):
             raise ValueError("the event data is not an object")
-        return ContextEvent(**fields)
+        return ContextEvent(**fields, wire=bytes(blob))
     except (zlib.error, zstandard.ZstdError, orjson.JSONDecodeError, TypeError, ValueError, AttributeError,
             UnicodeDecodeError) as exc:
         raise CodecError(f"corrupt event payload: {exc}") from exc
