@@ -112,6 +112,8 @@ class Supervisor:
         self.clock_interval = CLOCK_INTERVAL
         self.wall_clock: Callable[[], float] = time.time  # replaceable: tests simulate a suspend
         self.wakeups = 0
+        self._clock_wake = threading.Event()  # only stop sets it: the clock step runs on its interval
+        self._clock_last: tuple[float, float] | None = None
         self.cache: Any = None
         self.engine: Any = None
         self.control: Any = None
@@ -143,7 +145,8 @@ class Supervisor:
         self._spawn(Worker("ingest", self._ingest_step, gate=self.gate, wake=self._dirty_event,
                            report=self.state.reporter("ingest"), backoff=self._backoff(),
                            on_failure=self._ingest_failed))
-        self._spawn_thread("clock", self._clock_loop)
+        self._spawn(Worker("clock", self._clock_step, gate=self.gate, wake=self._clock_wake, pausable=False,
+                           report=self.state.reporter("clock"), backoff=self._backoff()))
         self._spawn_thread("credentials", self._probe_credentials)
         self.state.publish()
 
@@ -260,6 +263,7 @@ class Supervisor:
         """Stop every worker within ``timeout`` seconds; return the names of those that did not finish."""
         self.gate.stop()
         self._dirty_event.set()
+        self._clock_wake.set()
         self._push_wake.set()
         for w in self._pull_wakes.values():
             w.set()
@@ -430,14 +434,15 @@ class Supervisor:
             self._push_wake.set()
         self.state.publish()
 
-    def _clock_loop(self) -> None:
+    def _clock_step(self) -> float:
         # The monotonic clock stops while the machine sleeps; the wall clock does not.
-        last_wall, last_mono = self.wall_clock(), time.monotonic()
-        while not self.stop_event.wait(self.clock_interval):
-            wall, mono = self.wall_clock(), time.monotonic()
+        wall, mono = self.wall_clock(), time.monotonic()
+        if self._clock_last is not None:
+            last_wall, last_mono = self._clock_last
             if (wall - last_wall) - (mono - last_mono) > SLEEP_JUMP:
                 log.info("the machine woke from sleep: rescanning and re-arming sync")
                 self.wakeups += 1
                 self._enqueue("", True)
                 self.sync_now()
-            last_wall, last_mono = wall, mono
+        self._clock_last = (wall, mono)
+        return self.clock_interval
