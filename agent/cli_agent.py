@@ -126,5 +126,10 @@ def register(main: click.Group) -> None:
             emit_json(summary)
         else:
             pulled = sum(p["applied"] for p in summary["pulled"].values())
+            kept = sum(p["undecodable"] for p in summary["pulled"].values())
             click.echo(f"pushed {summary['pushed']}, pulled {pulled} new events; outbox {summary['outbox']}"
-                       + (f", {summary['quarantined']} quarantined" if summary["quarantined"] else ""))
+                       + (f", {summary['quarantined']} quarantined" if summary["quarantined"] else "")
+                       + (f"; {kept} unreadable event(s) kept aside" if kept else ""))
+            if summary.get("log_replaced"):
+                click.echo(f"the event log was deleted or replaced: {summary['log_replaced']['requeued']} event(s)"
+                           " published again")
