@@ -108,7 +108,11 @@ class SyncEngine:
         ident = log_identity(self.log)
         if ident is None:
             return None
-        with self._link_lock:
+        if ident == self._linked:
+            return ident
+        # Never between a push's append and its ack: an event appended to the old log and acked after the
+        # relink would count as published to the new one.  Acked before the relink, it is simply sent again.
+        with self._push_lock, self._link_lock:
             if ident == self._linked:
                 return ident
             change = self.cache.relink_log(ident)
