@@ -110,9 +110,12 @@ class Supervisor:
         self.backoff_base = 0.5  # replaceable: tests shorten the recovery of their workers
         self.backoff_cap = 30.0
         self.clock_interval = CLOCK_INTERVAL
+        self.knowledge_interval = 30.0
         self.wall_clock: Callable[[], float] = time.time  # replaceable: tests simulate a suspend
         self.wakeups = 0
         self._clock_wake = threading.Event()  # only stop sets it: the clock step runs on its interval
+        self._knowledge_wake = threading.Event()  # likewise for knowledge extraction
+        self._knowledge_first = True
         self._clock_last: tuple[float, float] | None = None
         self.cache: Any = None
         self.engine: Any = None
@@ -147,6 +150,10 @@ class Supervisor:
                            on_failure=self._ingest_failed))
         self._spawn(Worker("clock", self._clock_step, gate=self.gate, wake=self._clock_wake, pausable=False,
                            report=self.state.reporter("clock"), backoff=self._backoff()))
+        if self.cfg.backup.daily:
+            self._spawn_thread("backup", self._backup_loop)
+        self._spawn(Worker("knowledge", self._knowledge_step, gate=self.gate, wake=self._knowledge_wake,
+                           report=self.state.reporter("knowledge"), backoff=self._backoff()))
         self._spawn_thread("credentials", self._probe_credentials)
         self.state.publish()
 
@@ -264,6 +271,7 @@ class Supervisor:
         self.gate.stop()
         self._dirty_event.set()
         self._clock_wake.set()
+        self._knowledge_wake.set()
         self._push_wake.set()
         for w in self._pull_wakes.values():
             w.set()
@@ -433,6 +441,27 @@ class Supervisor:
         if wrote:
             self._push_wake.set()
         self.state.publish()
+
+    def _knowledge_step(self) -> float:
+        """Extraction over what was captured since the last pass: one cheap check when nothing was."""
+        from cxsync.agent.extract import run
+
+        if self._knowledge_first:  # the first pass waits an interval: the start-up scan comes first
+            self._knowledge_first = False
+            return self.knowledge_interval
+        try:
+            n = run(self.cache, app.identity(self.cfg))
+            if n:
+                log.info("extracted %d knowledge item(s)", n)
+                self._push_wake.set()
+        except Exception:  # noqa: BLE001 - extraction is best effort; capture and sync go on
+            log.exception("knowledge extraction failed")
+        return self.knowledge_interval
+
+    def _backup_loop(self) -> None:
+        from cxsync.cache.backup import run_daily
+
+        run_daily(self.cfg.paths.cache_db, self.cfg.backup_dir, self.cfg.backup.keep, self.stop_event)
 
     def _clock_step(self) -> float:
         # The monotonic clock stops while the machine sleeps; the wall clock does not.
