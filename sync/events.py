@@ -84,15 +84,20 @@ class ContextEvent:
     machine: str
     timestamp: str
     data: Mapping[str, Any] = field(default_factory=dict)
-    # The bytes this event was decoded from, if any: ``encode`` hands them back instead of compressing again,
-    # so an event read from the outbox or a log travels on exactly as it came (decoded once, at the edge).
-    wire: bytes | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         # A type this version does not know is carried, not refused: a newer agent on the same log writes it,
         # and a reader keeps it (``known`` is False) until an upgrade can materialise it.
         if not isinstance(self.type, str) or not self.type:
             raise ValueError(f"an event type is a non-empty string, not {self.type!r}")
+
+    @property
+    def wire(self) -> bytes | None:
+        """The bytes this event was decoded from, if any: ``encode`` hands them back instead of compressing
+        again, so an event read from the outbox or a log travels on exactly as it came (decoded once, at the
+        edge).  Not a field: a copy made with ``dataclasses.replace`` (other data) does not inherit them."""
+        wire = self.__dict__.get("_wire")
+        return wire if isinstance(wire, bytes) else None
 
     @property
     def known(self) -> bool:
@@ -177,7 +182,9 @@ def decode(blob: bytes) -> ContextEvent:
             raise ValueError(f"missing or non-text field(s): {', '.join(missing)}")
         if not isinstance(fields.get("data", {}), dict):
             raise ValueError("the event data is not an object")
-        return ContextEvent(**fields, wire=bytes(blob))
+        event = ContextEvent(**fields)
+        object.__setattr__(event, "_wire", bytes(blob))
+        return event
     except (zlib.error, zstandard.ZstdError, orjson.JSONDecodeError, TypeError, ValueError, AttributeError,
             UnicodeDecodeError) as exc:
         raise CodecError(f"corrupt event payload: {exc}") from exc

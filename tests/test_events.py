@@ -90,3 +90,11 @@ def test_an_unknown_event_type_is_carried_not_refused() -> None:
     e = ev.ContextEvent("FromTheFuture", "f1", "acme", "bob", "m1", "2030-01-01T00:00:00Z", {"x": 1})
     back = ev.decode(ev.encode(e))
     assert back.type == "FromTheFuture" and not back.known and ev.message_indexed(ID, _msg()).known
+
+
+def test_a_copy_with_other_data_is_encoded_afresh() -> None:
+    import dataclasses
+
+    back = ev.decode(ev.encode(ev.message_indexed(ID, _msg())))
+    changed = dataclasses.replace(back, data={**back.data, "content": "redacted"})
+    assert changed.wire is None and ev.decode(ev.encode(changed)).data["content"] == "redacted"
