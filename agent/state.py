@@ -49,6 +49,9 @@ class AgentState:
         self._busy_hint: Callable[[], bool] = lambda: False
         self.facts: dict[str, Any] = {"pid": os.getpid(), "started_at": time.time()}
         self.state = "idle"
+        # Nothing is published before the agent can be talked to: a snapshot is what tells `cxsync status`
+        # (and `cxsync stop`) that the agent runs, so it must not appear before the control channel does.
+        self.ready = False
         self.on_recovered: Callable[[str, _Component], None] | None = None
 
     # ---- reports ------------------------------------------------------------------------------------------
@@ -86,6 +89,12 @@ class AgentState:
     def set_busy_hint(self, hint: Callable[[], bool]) -> None:
         """Work queued but not yet picked up (dirty files, a push woken) also reads as syncing."""
         self._busy_hint = hint
+
+    def open(self) -> None:
+        """The agent is ready for commands: publish from now on."""
+        with self._lock:
+            self.ready = True
+            self.publish()
 
     def update(self, **facts: Any) -> None:
         with self._lock:
@@ -130,6 +139,8 @@ class AgentState:
 
     def publish(self) -> None:
         with self._lock:
+            if not self.ready:
+                return
             text = json.dumps(self.snapshot())
             # Padded to whole blocks, so that on a full disk the snapshot can still be rewritten in place (the
             # blocks are already the file's): status tells the truth exactly when the disk is full.

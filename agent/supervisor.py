@@ -155,7 +155,7 @@ class Supervisor:
         self._spawn(Worker("knowledge", self._knowledge_step, gate=self.gate, wake=self._knowledge_wake,
                            report=self.state.reporter("knowledge"), backoff=self._backoff()))
         self._spawn_thread("credentials", self._probe_credentials)
-        self.state.publish()
+        self.state.open()
 
     def _take_lock(self, lock_file: Path) -> None:
         """Take the instance lock.  A failed try is not yet "already running": a status probe (or a peer that
@@ -292,6 +292,7 @@ class Supervisor:
                 self.engine.log.close()
             except Exception:  # noqa: BLE001
                 pass
+        self.state.ready = False  # a straggler's report must not bring the snapshot back
         try:
             self.cfg.paths.agent_state.unlink(missing_ok=True)
         except OSError:
