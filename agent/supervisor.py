@@ -360,9 +360,6 @@ class Supervisor:
     def _work_queued(self) -> bool:
         return self._dirty_event.is_set() or (self.engine is not None and self._push_wake.is_set())
 
-    def _set_error(self, title: str, hint: str, component: str = "agent") -> None:
-        self.state.fail(component, ErrorKind.FAILED, title, hint)
-
     def _probe_credentials(self) -> None:
         try:
             from cxsync.agent import credentials
