@@ -401,3 +401,41 @@ def test_a_quiet_transcript_ends_its_session(tmp_path: Path, claude_home: Path) 
     ended = cache.conn.execute("SELECT ended_at, ended_count FROM sessions WHERE session_id=?", (SID,)).fetchone()
     assert ended is not None and ended[0] and ended[1] == 2
     cache.close()
+
+
+# ---- a stop signal always reaches the thread that waits for it ---------------------------------------------
+
+
+def test_stop_signals_reach_the_main_thread_of_cxsync_run(home, tmp_path: Path) -> None:
+    """A SIGTERM the kernel hands to a worker thread leaves the main thread asleep in its wait (for an hour):
+    `cxsync run` blocks SIGTERM/SIGINT in every worker, so only the main thread can take them."""
+    import signal
+    import subprocess
+    import sys
+
+    if not Path("/proc/self/task").is_dir():
+        pytest.skip("reads the threads' signal masks from /proc")
+    cfg = home(sync=True)
+    env = {**os.environ, "CXSYNC_HOME": str(tmp_path / "cxhome")}
+    proc = subprocess.Popen([sys.executable, "-m", "cxsync.agent", "run"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: status.collect(cfg)["state"] != "not-running", 30, interval=0.1, what="agent started")
+
+        def blocked(tid: str) -> bool:
+            for line in Path(f"/proc/{proc.pid}/task/{tid}/status").read_text().splitlines():
+                if line.startswith("SigBlk:"):
+                    mask = int(line.split()[1], 16)
+                    return all(mask & (1 << (s - 1)) for s in (signal.SIGTERM, signal.SIGINT))
+            return False
+
+        tids = [t.name for t in Path(f"/proc/{proc.pid}/task").iterdir()]
+        assert len(tids) > 5  # workers, watchers, the control channel
+        assert not blocked(str(proc.pid))
+        assert all(blocked(t) for t in tids if t != str(proc.pid))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
