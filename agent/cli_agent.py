@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -12,34 +13,9 @@ from cxsync.agent.status import Status
 
 
 def _fmt_status(s: Status) -> str:
-    lines = [f"state        {s['state']}" + (f" (pid {s['pid']}, up {s['uptime_s']:.0f}s)" if s.get("uptime_s") else "")]
-    lines.append(f"cache        {s['messages']} messages in {s['sessions']} sessions")
-    lines.append(f"watching     {s['transcripts_watched']} transcripts")
-    imp = s["import"]
-    if imp["total"]:
-        lines.append(f"import       {imp['done']}/{imp['total']} files")
-    lines.append(f"sync target  {s['target']}")
-    lines.append(f"outbox       {s['outbox']} pending" + (f", {s['quarantined']} quarantined" if s["quarantined"] else ""))
-    lines.append(f"last push    {s['last_push'] or 'never'}")
-    lines.append(f"last pull    {s['last_pull'] or 'never'}")
-    for name, st in s["streams"].items():
-        lag = f", lag {st['lag_s']}s" if st.get("lag_s") is not None else ""
-        behind = f", behind {st['behind']}+ events" if st.get("behind") else ""
-        lines.append(f"stream       {name}: cursor {st['cursor'] or '-'}{lag}{behind}")
-    if s.get("undecodable"):
-        lines.append(f"unreadable   {s['undecodable']} pulled event(s) kept aside, skipped (a newer cxsync wrote"
-                     " them, or they are damaged); `cxsync rebuild` after an upgrade applies them")
-    r = s.get("log_replaced")
-    if r:
-        lines.append(f"log replaced {r.get('at')}: the event log was deleted or replaced; republished"
-                     f" {r.get('requeued')} event(s)")
-    lines.append(f"credentials  {s['credential_backend'] or 'unknown'}")
-    err = s.get("last_error")
-    if err:
-        lines.append(f"last error   {err.get('title')}")
-        if err.get("hint"):
-            lines.append(f"  hint       {err['hint']}")
-    return "\n".join(lines)
+    from cxsync.agent.status_text import format_status  # local zone, relative times, sizes (issue 13)
+
+    return format_status(s)
 
 
 def register(main: click.Group) -> None:
@@ -63,6 +39,7 @@ def register(main: click.Group) -> None:
     @click.pass_obj
     def run(obj: Ctx, polling: bool) -> None:
         """Run the agent in the foreground until SIGTERM/SIGINT or `cxsync stop`."""
+        from cxsync.agent.lock import holder_info
         from cxsync.agent.supervisor import AlreadyRunning, Supervisor
 
         cfg = obj.config()
@@ -70,6 +47,11 @@ def register(main: click.Group) -> None:
 
         def on_signal(signum: int, frame: object) -> None:
             sup.stop_event.set()
+            who = holder_info(cfg.paths.lock_file)
+            if who is None or who.pid != os.getpid():
+                # Still waiting for a one-shot command (rebuild, import) to release the cache: nothing has
+                # started that needs stopping, and the wait must not outlast the request to stop.
+                raise SystemExit(0)
 
         # Before start(): a SIGTERM that arrives while starting must still mean a clean stop.
         signal.signal(signal.SIGTERM, on_signal)
@@ -89,7 +71,7 @@ def register(main: click.Group) -> None:
         finally:
             if masking:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
-        click.echo(f"cxsync agent running (pid {__import__('os').getpid()}); logs in {cfg.paths.log_file}", err=True)
+        click.echo(f"cxsync agent running (pid {os.getpid()}); logs in {cfg.paths.log_file}", err=True)
         while not sup.stop_event.wait(3600):
             pass
         stragglers = sup.stop(timeout=10.0)
@@ -107,7 +89,9 @@ def register(main: click.Group) -> None:
             if as_json:
                 emit_json(reply)
             else:
-                click.echo(f"{name}: ok" if reply.get("ok") else f"{name}: {reply.get('error')}")
+                from cxsync.agent.status_text import control_reply
+
+                click.echo(control_reply(name, reply))
 
     _control("pause", "Pause capture and sync in the running agent.")
     _control("resume", "Resume capture and sync in the running agent.")
@@ -121,12 +105,16 @@ def register(main: click.Group) -> None:
     def sync(obj: Ctx, once: bool, as_json: bool) -> None:
         """Sync with the event log once: push the outbox, then pull every subscribed stream."""
         from cxsync.agent import app
+        from cxsync.agent.cli_admin import _hold
         from cxsync.sync.engine import SyncEngine
 
         cfg = obj.config()
         event_log = app.open_log(cfg)
         try:
-            with app.writable_cache(cfg) as cache:
+            # The running agent owns the outbox and the cursors: `sync-now` is how to ask it for a sync.
+            with _hold(cfg, "sync", "{agent} is running and syncs continuously",
+                       "`cxsync sync-now` asks it to push and pull now; `cxsync status` shows its cursors"), \
+                    app.writable_cache(cfg) as cache:
                 engine = SyncEngine(cache, event_log, tenant=cfg.identity.tenant, subscribe=cfg.sync.subscribe,
                                     batch_events=cfg.sync.batch_events, batch_bytes=cfg.sync.batch_bytes)
                 summary = engine.sync_once()

@@ -5,6 +5,7 @@
     [sync]                target = "sqlite:/path/log.db" | "fdb" | "fdb:/path/fdb.cluster" | "none"
                           publish = ["u/<user>"]   subscribe = ["u/<user>", "team"]
                           api_version = 730        cluster_file = "..."   tls_cert/tls_key/tls_ca = "..."
+    [paths]               "/Users/ada/src" = "/home/ada/src"   — where another machine's projects are here
 
 A bad value is a ConfigError naming the key, never a traceback.
 """
@@ -20,7 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from cxsync.sync.errors import ConfigError
+from cxsync.sync.errors import ConfigError, InvalidValue
+from cxsync.sync.names import NAME_RE, NAME_RULE, STREAM_RE, STREAM_RULE
+from cxsync.sync.targets import parse_target
+from cxsync.sync.names import Identity as Identity  # one Identity: the config names the events' producer
 from cxsync.agent.paths import Paths, resolve_paths, secure_file
 
 log = logging.getLogger("cxsync.config")
@@ -30,8 +34,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
-_STREAM_RE = re.compile(r"^(team|u/[A-Za-z0-9._@+-]{1,128}|p/[A-Za-z0-9._-]{1,128})$")
 
 ENV_KEYS = {
     "CXSYNC_TENANT": ("identity", "tenant"),
@@ -50,13 +52,6 @@ _LIST_KEYS = {("transcripts", "roots"), ("sync", "publish"), ("sync", "subscribe
 def _sanitize(name: str, fallback: str) -> str:
     cleaned = re.sub(r"[^A-Za-z0-9._@+-]", "-", name).strip("-.")[:64]
     return cleaned if cleaned and cleaned[0].isalnum() else fallback
-
-
-@dataclass(frozen=True)
-class Identity:
-    tenant: str
-    user: str
-    machine: str
 
 
 @dataclass(frozen=True)
@@ -98,6 +93,7 @@ class Config:
     source: Path
     backup: BackupConfig = field(default_factory=BackupConfig)
     redact: RedactConfig = field(default_factory=RedactConfig)
+    path_map: tuple[tuple[str, str], ...] = ()  # [paths]: a project path elsewhere → the same project here
 
     @property
     def backup_dir(self) -> Path:
@@ -114,6 +110,7 @@ class Config:
                      "cluster_file": self.sync.cluster_file},
             "backup": {"daily": self.backup.daily, "dir": str(self.backup_dir), "keep": self.backup.keep},
             "redact": {"push": self.redact.push, "local": self.redact.local},
+            "paths": dict(self.path_map),
         }
 
 
@@ -205,9 +202,8 @@ def load_config(overrides: Mapping[str, Any] | None = None, env: Mapping[str, st
     ident = merged["identity"]
     for key in ("tenant", "user", "machine"):
         v = ident.get(key)
-        if not isinstance(v, str) or not _NAME_RE.match(v):
-            raise ConfigError(f"config key identity.{key} = {v!r} is invalid",
-                              "use 1-128 characters from A-Z a-z 0-9 . _ @ + -, starting with a letter or digit")
+        if not isinstance(v, str) or not NAME_RE.match(v):
+            raise ConfigError(f"config key identity.{key} = {v!r} is invalid", NAME_RULE)
     identity = Identity(ident["tenant"], ident["user"], ident["machine"])
 
     roots_val = merged["transcripts"].get("roots")
@@ -219,16 +215,17 @@ def load_config(overrides: Mapping[str, Any] | None = None, env: Mapping[str, st
     target = s.get("target", "none")
     if not isinstance(target, str):
         raise ConfigError(f"config key sync.target must be a string, got {target!r}")
-    if target and target != "none" and not re.match(r"^(sqlite:.+|fdb(:.+)?)$", target):
+    try:
+        parsed = parse_target(target)
+    except InvalidValue:
         raise ConfigError(f"config key sync.target = {target!r} is invalid",
-                          'use "sqlite:/path/to/log.db", "fdb", "fdb:/path/to/fdb.cluster" or "none"')
+                          'use "sqlite:/path/to/log.db", "fdb", "fdb:/path/to/fdb.cluster" or "none"') from None
     publish = _as_list("sync", "publish", s.get("publish", [f"u/{identity.user}"]))
     subscribe = _as_list("sync", "subscribe", s.get("subscribe", [f"u/{identity.user}", "team"]))
     for key, streams in (("publish", publish), ("subscribe", subscribe)):
         for st in streams:
-            if not _STREAM_RE.match(st):
-                raise ConfigError(f"config key sync.{key} has invalid stream {st!r}",
-                                  "streams are 'u/<user>', 'team' or 'p/<project>'")
+            if not STREAM_RE.match(st):
+                raise ConfigError(f"config key sync.{key} has invalid stream {st!r}", STREAM_RULE)
     try:
         api_version = int(s.get("api_version", 730))
     except (TypeError, ValueError):
@@ -236,8 +233,8 @@ def load_config(overrides: Mapping[str, Any] | None = None, env: Mapping[str, st
     if api_version not in (730, 800):
         raise ConfigError(f"config key sync.api_version must be 730 or 800, got {api_version}")
     cluster_file = s.get("cluster_file")
-    if target.startswith("fdb:"):
-        cluster_file = target[4:]
+    if parsed.scheme == "fdb" and parsed.location:
+        cluster_file = parsed.location
     tls = {k[4:]: str(v) for k, v in s.items() if k.startswith("tls_")}
     batch_events = s.get("batch_events", 500)
     batch_bytes = s.get("batch_bytes", 4_000_000)
@@ -255,8 +252,8 @@ def load_config(overrides: Mapping[str, Any] | None = None, env: Mapping[str, st
     sync = SyncConfig(target or "none", tuple(publish), tuple(subscribe), api_version,
                       str(cluster_file) if cluster_file else None, tls, batch_events, batch_bytes,
                       needs_credential)
-    return Config(paths, identity, roots, sync, paths.config_file, _backup_config(raw.get("backup", {})),
-                  _redact_config(raw.get("redact", {})))
+    return Config(paths, identity, roots, sync, paths.config_file, backup=_backup_config(raw.get("backup", {})),
+                  redact=_redact_config(raw.get("redact", {})), path_map=_path_map(raw.get("paths", {})))
 
 
 def _redact_config(r: Mapping[str, Any]) -> RedactConfig:
@@ -278,3 +275,13 @@ def _backup_config(b: Mapping[str, Any]) -> BackupConfig:
     if folder is not None and (not isinstance(folder, str) or not folder.strip()):
         raise ConfigError(f"config key backup.dir must be a folder path, got {folder!r}")
     return BackupConfig(daily, Path(os.path.expanduser(folder)) if folder else None, keep)
+
+
+def _path_map(section: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(section, dict):
+        raise ConfigError("config key [paths] must be a table", 'e.g. [paths] "/Users/ada/src" = "/home/ada/src"')
+    for source, target in section.items():
+        if not isinstance(target, str) or not source.strip() or not target.strip():
+            raise ConfigError(f"config key paths.{json.dumps(source)} = {target!r} is invalid",
+                              "map a project path on another machine to a path on this one, both non-empty strings")
+    return tuple((source, os.path.expanduser(target)) for source, target in section.items())

@@ -28,8 +28,8 @@ from typing import Any, Callable
 
 from cxsync.agent import app
 from cxsync.agent.config import Config
-from cxsync.agent.lock import InstanceLock, holder
-from cxsync.agent.paths import secure_file
+from cxsync.agent.lock import AGENT, InstanceLock, holder
+from cxsync.agent.paths import private_rotating_log, secure_file
 from cxsync.agent.state import AgentState
 from cxsync.agent.status import Status
 from cxsync.sync.errors import CxError
@@ -40,7 +40,6 @@ log = logging.getLogger("cxsync.agent")
 DEBOUNCE = 0.05
 SLEEP_JUMP = 30.0  # seconds of wall clock beyond the monotonic clock that mean "the machine slept"
 CLOCK_INTERVAL = 60.0
-LOCK_PATIENCE = 2.0  # seconds a starting agent waits out a lock held by a status probe or a starting peer
 
 
 class AlreadyRunning(CxError):
@@ -53,9 +52,8 @@ class AlreadyRunning(CxError):
 
 def setup_file_logging(cfg: Config, level: int = logging.INFO) -> logging.Handler:
     cfg.paths.ensure()
-    handler = logging.handlers.RotatingFileHandler(cfg.paths.log_file, maxBytes=1_000_000, backupCount=5,
-                                                   encoding="utf-8")
-    secure_file(cfg.paths.log_file)
+    handler = private_rotating_log(cfg.paths.log_file, max_bytes=1_000_000, backups=5)
+    secure_file(cfg.paths.log_file)  # a log left by an older cxsync may have been created readable by others
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"))
     handler.setLevel(level)
     root = logging.getLogger("cxsync")
@@ -96,7 +94,7 @@ class Supervisor:
         self.gate = Gate(self.stop_event)
         self.state = AgentState(config.paths.agent_state, secure=secure_file)
         self.force_polling = (os.environ.get("CXSYNC_POLLING") == "1") if force_polling is None else force_polling
-        self._lock = InstanceLock(config.paths.lock_file)
+        self._lock = InstanceLock(config.paths.lock_file, AGENT)
         self._dirty: set[str] = set()
         self._rescan = False
         self._dirty_lock = threading.Lock()
@@ -126,7 +124,8 @@ class Supervisor:
 
     def start(self) -> None:
         paths = self.cfg.paths.ensure()
-        self._take_lock(paths.lock_file)
+        if not self._lock.acquire():  # waits out a status probe and one-shot commands (see agent.lock)
+            raise AlreadyRunning(holder(paths.lock_file) or -1)
         self.state.set_busy_hint(self._work_queued)
         self.state.on_recovered = self._recovered
         self.state.update(started_at=time.time(), watched=0, observer="none", credential_backend=None,
@@ -156,16 +155,6 @@ class Supervisor:
                            report=self.state.reporter("knowledge"), backoff=self._backoff()))
         self._spawn_thread("credentials", self._probe_credentials)
         self.state.open()
-
-    def _take_lock(self, lock_file: Path) -> None:
-        """Take the instance lock.  A failed try is not yet "already running": a status probe (or a peer that
-        has not written its pid yet) may hold the lock for an instant; only a holder with a pid is an agent."""
-        deadline = time.monotonic() + LOCK_PATIENCE
-        while not self._lock.acquire():
-            pid = holder(lock_file)
-            if (pid is not None and pid > 0) or time.monotonic() >= deadline:
-                raise AlreadyRunning(pid if pid is not None else -1)
-            self.stop_event.wait(0.02)
 
     def _backoff(self) -> Backoff:
         return Backoff(base=self.backoff_base, cap=self.backoff_cap)

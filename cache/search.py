@@ -77,7 +77,9 @@ class Queries:
 
     def search(self, text: str, *, limit: int = 10, project: str | None = None, session: str | None = None,
                role: str | None = None, since: str | None = None, fts: bool = False) -> list[Hit]:
-        query = text.strip() if fts else plain_to_fts(text)
+        from cxsync.cache.querytext import to_fts  # plain words vs raw FTS5, and the query bounds
+
+        query = to_fts(text, fts=fts)
         if not query:
             raise QueryError("empty search", "give some words to look for")
         where = ["messages_fts MATCH :q"]

@@ -63,6 +63,24 @@ class Cache(_search.Queries):
     def close(self) -> None:
         self.conn.close()
 
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        """A write transaction that takes the write lock up front (BEGIN IMMEDIATE), so the busy timeout applies:
+        a deferred one that read first and then met another writer fails at once with BusyError."""
+        with self._lock:
+            if not self.conn.getautocommit():  # already inside one (a caller's transaction): nest
+                with self.conn:
+                    yield
+                return
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                if not self.conn.getautocommit():
+                    self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
     def __enter__(self) -> "Cache":
         return self
 
@@ -77,7 +95,7 @@ class Cache(_search.Queries):
         """Apply events, file offsets and a stream cursor in ONE transaction: all of it lands or none."""
         if origin == "local" and self.transform is not None:
             events = [self.transform(e) for e in events]
-        with self._lock, self.conn:
+        with self._write():
             res = apply_in_tx(self.conn, events, origin, self.route if origin == "local" else None, payloads)
             for f in files:
                 self._save_file(f)
@@ -97,7 +115,7 @@ class Cache(_search.Queries):
         cursor of the old log never lands on the new one.
         """
         now = now_iso()
-        with self._lock, self.conn:
+        with self._write():
             if log_id is not None and self._state("log_id") not in (None, log_id):
                 return None
             res = apply_pulled_in_tx(self.conn, stream, entries) if entries else ApplyResult()
@@ -115,7 +133,7 @@ class Cache(_search.Queries):
     def retry_undecodable(self) -> dict[str, int]:
         """Try the kept undecodable events again (after an upgrade): what now decodes and applies leaves the
         table, the rest stays with its new error."""
-        with self._lock, self.conn:
+        with self._write():
             result = retry_undecodable_in_tx(self.conn)
         return result
 
@@ -130,7 +148,7 @@ class Cache(_search.Queries):
         """The log this cache syncs with is now ``log_id``.  When it was another one before (the log was
         deleted, replaced or retargeted), everything acked to the old log is queued again — the new log's
         idempotency drops what it already holds — and every stream is read again from its start."""
-        with self._lock, self.conn:
+        with self._write():
             previous = self._state("log_id")
             requeued = 0
             if previous == log_id:
@@ -150,19 +168,11 @@ class Cache(_search.Queries):
                 for s, c, lp, cu, b in self.conn.execute(
                     "SELECT stream, cursor, last_pull, caught_up_at, behind FROM cursors ORDER BY stream")}
 
-    @_locked
-    def session_progress(self, session: str) -> tuple[int, str | None, int | None] | None:
-        """(message_count, last_at, ended_count) of a session — read under the lock, so never another
-        thread's uncommitted rows."""
-        row = self.conn.execute("SELECT message_count, last_at, ended_count FROM sessions WHERE session_id=?",
-                                (session,)).fetchone()
-        return (int(row[0]), row[1], row[2]) if row else None
-
     @contextmanager
     def transaction(self) -> Iterator[apsw.Connection]:
         """The writer connection inside one transaction, serialised with the other threads' writes: for the
         cache's derived, local-only tables (what ``apply`` does not own)."""
-        with self._lock, self.conn:
+        with self._write():
             yield self.conn
 
     def _save_file(self, f: Mapping[str, Any]) -> None:
@@ -190,8 +200,20 @@ class Cache(_search.Queries):
         cols = FILE_COLS + ("malformed", "status")
         return [dict(zip(cols, r)) for r in self.conn.execute(f"SELECT {', '.join(cols)} FROM files ORDER BY path")]
 
+    def end_session(self, session: str, ended: Callable[[int, str | None], ev.ContextEvent]) -> bool:
+        """Announce that ``session`` ended, unless it has no messages or its last announcement still holds.
+        ``ended(message_count, last_at)`` makes the event; it is read and applied in one write transaction."""
+        with self._write():
+            row = self.conn.execute("SELECT message_count, last_at, ended_count FROM sessions WHERE session_id=?",
+                                    (session,)).fetchone()
+            if row is None or not row[0] or row[2] == row[0]:
+                return False
+            event = ended(int(row[0]), row[1])
+            apply_in_tx(self.conn, [self.transform(event) if self.transform else event], "local", self.route)
+        return True
+
     def mark_file_deleted(self, path: str) -> None:
-        with self._lock, self.conn:
+        with self._write():
             self.conn.execute("UPDATE files SET status='deleted', updated_at=? WHERE path=?", (now_iso(), path))
 
     @_locked
@@ -225,6 +247,25 @@ class Cache(_search.Queries):
             out.update(r[0] for r in self.conn.execute(q, chunk))
         return out
 
+    @_locked
+    def record_owners(self, keys: Iterable[str]) -> dict[str, tuple[str, str | None]]:
+        """For ingest's copies: the session holding each of these record keys, and the session its line names."""
+        from cxsync.cache.apply import origin_of_raw
+
+        keys = list(keys)
+        out: dict[str, tuple[str, str | None]] = {}
+        payloads: dict[int, dict[str, Any]] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            q = "SELECT key, session_id, event_seq FROM records WHERE key IN (%s)" % ",".join("?" * len(chunk))
+            for k, sid, n in self.conn.execute(q, chunk).fetchall():
+                key, session, seq = str(k), str(sid), int(n)  # type: ignore[arg-type]
+                if seq not in payloads:
+                    blob = scalar(self.conn, "SELECT payload FROM events WHERE seq=?", (seq,))
+                    payloads[seq] = {r["key"]: r.get("raw") for r in ev.decode(blob).data.get("records", [])}
+                out[key] = (session, origin_of_raw(payloads[seq].get(key)))
+        return out
+
     # ---- outbox ---------------------------------------------------------------------------------------------
 
     @_locked
@@ -243,13 +284,13 @@ class Cache(_search.Queries):
         return rows
 
     def ack(self, acks: Sequence[tuple[int, bytes]]) -> None:
-        with self._lock, self.conn:
+        with self._write():
             now = now_iso()
             self.conn.executemany("UPDATE outbox SET state='acked', cursor=?, acked_at=?, last_error=NULL"
                                   " WHERE seq=?", [(c, now, s) for s, c in acks])
 
     def record_failure(self, seqs: Sequence[int], error: str, *, quarantine: bool) -> None:
-        with self._lock, self.conn:
+        with self._write():
             self.conn.executemany(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ?, state = ? WHERE seq = ?",
                 [(error, "quarantined" if quarantine else "pending", s) for s in seqs])
@@ -289,7 +330,7 @@ class Cache(_search.Queries):
         return orjson.loads(row[0]) if row else default
 
     def set_state(self, **values: Any) -> None:
-        with self._lock, self.conn:
+        with self._write():
             self._set_state_in_tx(**values)
 
     def _set_state_in_tx(self, **values: Any) -> None:

@@ -12,9 +12,9 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Callable, Protocol, Sequence
 
+from cxsync.sync.clock import utcnow_iso
 from cxsync.sync import events as ev
 from cxsync.sync.port import EventLog, LogEntry, PermanentLogError, TransientLogError, log_identity
 from cxsync.sync.worker import Backoff, Failure, Gate, Worker
@@ -25,7 +25,7 @@ log = logging.getLogger("cxsync.sync")
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utcnow_iso("milliseconds")
 
 
 class PendingRow(Protocol):

@@ -342,7 +342,7 @@ def test_the_session_end_check_never_reads_another_threads_uncommitted_rows(tmp_
     w = threading.Thread(target=writer)
     w.start()
     inside.wait(5)
-    checker = threading.Thread(target=ing._maybe_end_session, args=(ctx, state))
+    checker = threading.Thread(target=ing.end_session_if_idle, args=(ctx, state))
     checker.start()
     checker.join(0.5)  # it must wait for the writer (the cache lock), not read its uncommitted row
     done.set()
