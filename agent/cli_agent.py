@@ -56,21 +56,11 @@ def register(main: click.Group) -> None:
         # Before start(): a SIGTERM that arrives while starting must still mean a clean stop.
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        # The workers are started with SIGTERM/SIGINT blocked (threads inherit the mask), so the kernel delivers
-        # them to this thread: delivered to a worker, the handler would wait until this thread's wait below
-        # timed out (an hour) — a stop that never came.  One that arrives meanwhile waits for the unblock.
-        stop_signals = {signal.SIGTERM, signal.SIGINT}
-        masking = hasattr(signal, "pthread_sigmask")  # POSIX; Windows delivers console events to the main thread
-        if masking:
-            signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
         try:
             sup.start()
         except AlreadyRunning as exc:
             click.echo(f"cxsync is already running (pid {exc.pid})")
             return
-        finally:
-            if masking:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
         click.echo(f"cxsync agent running (pid {os.getpid()}); logs in {cfg.paths.log_file}", err=True)
         while not sup.stop_event.wait(3600):
             pass

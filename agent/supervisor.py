@@ -21,15 +21,17 @@ import errno
 import logging
 import logging.handlers
 import os
+import signal
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from cxsync.agent import app
 from cxsync.agent.config import Config
 from cxsync.agent.lock import AGENT, InstanceLock, holder
-from cxsync.agent.paths import private_rotating_log, secure_file
+from cxsync.agent.paths import Paths, private_rotating_log, secure_file
 from cxsync.agent.state import AgentState
 from cxsync.agent.status import Status
 from cxsync.sync.errors import CxError
@@ -40,6 +42,22 @@ log = logging.getLogger("cxsync.agent")
 DEBOUNCE = 0.05
 SLEEP_JUMP = 30.0  # seconds of wall clock beyond the monotonic clock that mean "the machine slept"
 CLOCK_INTERVAL = 60.0
+
+
+@contextmanager
+def _stop_signals_blocked() -> Iterator[None]:
+    """Block SIGTERM/SIGINT in this thread while the workers are started: they inherit the mask, so the kernel
+    delivers a stop signal to the thread that waits for it.  Delivered to a worker, Python would run the handler
+    only when the main thread next woke — `cxsync run` waits in an hour-long Event.wait: a stop that never came.
+    A signal that arrives meanwhile is held, and delivered when the mask is restored."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: console events reach the main thread anyway
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class AlreadyRunning(CxError):
@@ -126,6 +144,10 @@ class Supervisor:
         paths = self.cfg.paths.ensure()
         if not self._lock.acquire():  # waits out a status probe and one-shot commands (see agent.lock)
             raise AlreadyRunning(holder(paths.lock_file) or -1)
+        with _stop_signals_blocked():  # every thread started from here on inherits the mask
+            self._start(paths)
+
+    def _start(self, paths: Paths) -> None:
         self.state.set_busy_hint(self._work_queued)
         self.state.on_recovered = self._recovered
         self.state.update(started_at=time.time(), watched=0, observer="none", credential_backend=None,

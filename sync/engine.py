@@ -275,7 +275,8 @@ class SyncEngine:
                 if self.log.wait(stream, self.cache.cursor(stream), min(wait_timeout, wait_slice)):
                     return
 
-        return Worker(f"pull:{stream}", step, gate=gate, wake=wake, report=report, backoff=backoff, idle=idle)
+        return Worker(f"pull:{stream}", step, gate=gate, wake=wake, report=report, backoff=backoff, idle=idle,
+                      label=f"pull of {stream}")
 
     def push_loop(self, stop: threading.Event, wake: threading.Event, backoff: Backoff | None = None,
                   on_state: Callable[[str, Failure | None], None] | None = None, gate: Gate | None = None) -> None:

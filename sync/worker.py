@@ -157,8 +157,9 @@ class Worker:
 
     def __init__(self, name: str, step: Step, *, gate: Gate, wake: threading.Event, report: Report | None = None,
                  backoff: Backoff | None = None, pausable: bool = True, idle: Callable[[], None] | None = None,
-                 on_failure: Callable[[BaseException], None] | None = None) -> None:
+                 on_failure: Callable[[BaseException], None] | None = None, label: str | None = None) -> None:
         self.name = name
+        self.label = label or name  # how the log names it: "push", "pull of team"
         self.step = step
         self.gate = gate
         self.wake = wake
@@ -199,9 +200,9 @@ class Worker:
                 delay = self.backoff.next()
                 failure = classify(exc, self.name)
                 if failure.kind in (ErrorKind.FAILED, ErrorKind.LOG_REFUSED):
-                    log.exception("worker %s failed; retrying in %.1fs", self.name, delay)
+                    log.exception("%s failed; retrying in %.1fs", self.label, delay)
                 else:
-                    log.warning("%s; retrying in %.1fs", failure.title, delay)
+                    log.warning("%s failed (%s); retrying in %.1fs", self.label, classify(exc).title, delay)
                 if self.on_failure is not None:
                     try:
                         self.on_failure(exc)
