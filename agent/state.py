@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from cxsync.sync.worker import ErrorKind, Failure  # noqa: F401 - ErrorKind: for callers of fail()
+from cxsync.sync.worker import ErrorKind, Failure
 
 
 _BLOCK = 4096
