@@ -2,7 +2,8 @@
 
     [identity]            tenant, user, machine — generated once if absent
     [transcripts]         roots = ["~/.claude", ...]    (default: discovered, see agent/discovery.py)
-    [sync]                target = "sqlite:/path/log.db" | "fdb" | "fdb:/path/fdb.cluster" | "none"
+    [sync]                target = "https://gateway:8443" | "sqlite:/path/log.db" | "fdb" | "fdb:/path/fdb.cluster"
+                          | "none"
                           publish = ["u/<user>"]   subscribe = ["u/<user>", "team"]
                           api_version = 730        cluster_file = "..."   tls_cert/tls_key/tls_ca = "..."
     [paths]               "/Users/ada/src" = "/home/ada/src"   — where another machine's projects are here
@@ -219,7 +220,8 @@ def load_config(overrides: Mapping[str, Any] | None = None, env: Mapping[str, st
         parsed = parse_target(target)
     except InvalidValue:
         raise ConfigError(f"config key sync.target = {target!r} is invalid",
-                          'use "sqlite:/path/to/log.db", "fdb", "fdb:/path/to/fdb.cluster" or "none"') from None
+                          'use "https://gateway:8443", "sqlite:/path/to/log.db", "fdb", "fdb:/path/to/fdb.cluster"'
+                          ' or "none"') from None
     publish = _as_list("sync", "publish", s.get("publish", [f"u/{identity.user}"]))
     subscribe = _as_list("sync", "subscribe", s.get("subscribe", [f"u/{identity.user}", "team"]))
     for key, streams in (("publish", publish), ("subscribe", subscribe)):

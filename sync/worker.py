@@ -79,6 +79,9 @@ def classify(exc: BaseException, where: str = "") -> Failure:
     busy = any_of(apsw.BusyError, apsw.LockedError)
     if busy is not None:
         return Failure(ErrorKind.BUSY, f"{prefix}a database is busy ({busy})", "another writer holds it: waiting")
+    if getattr(exc, "needs_auth", False):  # e.g. the gateway refused the token (sync/http_log.py)
+        hint = exc.hint if isinstance(exc, CxError) and exc.hint else "run `cxsync login`"
+        return Failure(ErrorKind.AUTH, f"{prefix}{exc}", hint)
     if isinstance(exc, TransientLogError):
         return Failure(ErrorKind.OFFLINE, f"{prefix}cannot reach the event log: {exc}",
                        "working offline; queued events are sent and remote ones read on reconnect")
