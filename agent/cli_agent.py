@@ -9,9 +9,10 @@ import sys
 import click
 
 from cxsync.agent.cli import Ctx, emit_json
+from cxsync.agent.status import Status
 
 
-def _fmt_status(s: dict) -> str:  # type: ignore[type-arg]
+def _fmt_status(s: Status) -> str:
     from cxsync.agent.status_text import format_status  # local zone, relative times, sizes (issue 13)
 
     return format_status(s)
@@ -113,5 +114,10 @@ def register(main: click.Group) -> None:
             emit_json(summary)
         else:
             pulled = sum(p["applied"] for p in summary["pulled"].values())
+            kept = sum(p["undecodable"] for p in summary["pulled"].values())
             click.echo(f"pushed {summary['pushed']}, pulled {pulled} new events; outbox {summary['outbox']}"
-                       + (f", {summary['quarantined']} quarantined" if summary["quarantined"] else ""))
+                       + (f", {summary['quarantined']} quarantined" if summary["quarantined"] else "")
+                       + (f"; {kept} unreadable event(s) kept aside" if kept else ""))
+            if summary.get("log_replaced"):
+                click.echo(f"the event log was deleted or replaced: {summary['log_replaced']['requeued']} event(s)"
+                           " published again")

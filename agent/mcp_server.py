@@ -143,7 +143,7 @@ def build_server(cfg: Config) -> Any:
         from cxsync.agent.status import collect
 
         try:
-            return collect(cfg)
+            return dict(collect(cfg))  # the one Status type, as the plain object MCP answers with
         except CxError as exc:
             raise ToolError(exc.title) from None
 

@@ -57,7 +57,17 @@ def format_status(s: Mapping[str, Any]) -> str:
         for name, st in (s.get("streams") or {}).items():
             lag = st.get("lag_s")
             lag_text = f", {render.duration(lag)} behind" if isinstance(lag, (int, float)) and lag >= 1 else ""
-            lines.append(f"stream       {render.visible(str(name))}: last pull {_ago(st.get('last_pull'))}{lag_text}")
+            behind = st.get("behind")
+            behind_text = f", {behind:,}+ events to pull" if isinstance(behind, int) and behind > 0 else ""
+            lines.append(f"stream       {render.visible(str(name))}: last pull {_ago(st.get('last_pull'))}{lag_text}"
+                         f"{behind_text}")
+        if s.get("undecodable"):
+            lines.append(f"unreadable   {s['undecodable']:,} pulled event(s) kept aside and skipped (damaged, or from a"
+                         " newer cxsync); `cxsync rebuild` after an upgrade applies them")
+        replaced = s.get("log_replaced")
+        if isinstance(replaced, Mapping) and replaced:
+            lines.append(f"log replaced {_ago(replaced.get('at'))}: the event log was deleted or replaced;"
+                         f" {replaced.get('requeued', 0):,} event(s) published again")
         lines.append(f"credentials  {s.get('credential_backend') or 'unknown'}")
     err = s.get("last_error")
     if isinstance(err, Mapping) and err:

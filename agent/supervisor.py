@@ -9,32 +9,55 @@
 
 Every wait is on an Event with a timeout; nothing polls while nothing changes.  Crash-only: stopping is a
 courtesy — offsets, outbox rows and cursors are committed with the rows they cover.
+
+The loops run under one guard (``cxsync.sync.worker.Worker``): a failure becomes a state, the step runs again
+after a backoff, and pause and stop are seen by every loop through one ``Gate``.  ``AgentState`` is the one
+owner of the agent's state and its last error, which clears when the worker that raised it recovers.
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import logging.handlers
 import os
+import signal
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from cxsync.agent import app
 from cxsync.agent.config import Config
-from cxsync.sync.errors import CxError
 from cxsync.agent.lock import AGENT, InstanceLock, holder
-from cxsync.agent.paths import private_rotating_log, secure_file
-from cxsync.sync.clock import utcnow_iso
+from cxsync.agent.paths import Paths, private_rotating_log, secure_file
+from cxsync.agent.state import AgentState
+from cxsync.agent.status import Status
+from cxsync.sync.errors import CxError
+from cxsync.sync.worker import Backoff, ErrorKind, Gate, Worker
 
 log = logging.getLogger("cxsync.agent")
 
 DEBOUNCE = 0.05
 SLEEP_JUMP = 30.0  # seconds of wall clock beyond the monotonic clock that mean "the machine slept"
 CLOCK_INTERVAL = 60.0
+
+
+@contextmanager
+def _stop_signals_blocked() -> Iterator[None]:
+    """Block SIGTERM/SIGINT in this thread while the workers are started: they inherit the mask, so the kernel
+    delivers a stop signal to the thread that waits for it.  Delivered to a worker, Python would run the handler
+    only when the main thread next woke — `cxsync run` waits in an hour-long Event.wait: a stop that never came.
+    A signal that arrives meanwhile is held, and delivered when the mask is restored."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: console events reach the main thread anyway
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class AlreadyRunning(CxError):
@@ -86,6 +109,8 @@ class Supervisor:
     def __init__(self, config: Config, *, force_polling: bool | None = None) -> None:
         self.cfg = config
         self.stop_event = threading.Event()
+        self.gate = Gate(self.stop_event)
+        self.state = AgentState(config.paths.agent_state, secure=secure_file)
         self.force_polling = (os.environ.get("CXSYNC_POLLING") == "1") if force_polling is None else force_polling
         self._lock = InstanceLock(config.paths.lock_file, AGENT)
         self._dirty: set[str] = set()
@@ -96,20 +121,18 @@ class Supervisor:
         self._pull_wakes: dict[str, threading.Event] = {}
         self._threads: list[threading.Thread] = []
         self._observers: list[Any] = []
-        self._paused = False
-        self._publish_lock = threading.Lock()
-        self._needs_auth = False
-        self._components: dict[str, str] = {}
-        self._error: dict[str, Any] | None = None
-        self._state = "idle"
-        self._started_at = time.time()
-        self._watched = 0
-        self._observer_kind = "none"
-        self._credential_backend: str | None = None
+        self._initial_scan = True
+        self.workers: dict[str, Worker] = {}
+        self.backoff_base = 0.5  # replaceable: tests shorten the recovery of their workers
+        self.backoff_cap = 30.0
         self.clock_interval = CLOCK_INTERVAL
         self.knowledge_interval = 30.0
         self.wall_clock: Callable[[], float] = time.time  # replaceable: tests simulate a suspend
         self.wakeups = 0
+        self._clock_wake = threading.Event()  # only stop sets it: the clock step runs on its interval
+        self._knowledge_wake = threading.Event()  # likewise for knowledge extraction
+        self._knowledge_first = True
+        self._clock_last: tuple[float, float] | None = None
         self.cache: Any = None
         self.engine: Any = None
         self.control: Any = None
@@ -119,40 +142,64 @@ class Supervisor:
 
     def start(self) -> None:
         paths = self.cfg.paths.ensure()
-        if not self._lock.acquire():
+        if not self._lock.acquire():  # waits out a status probe and one-shot commands (see agent.lock)
             raise AlreadyRunning(holder(paths.lock_file) or -1)
-        self._started_at = time.time()
+        with _stop_signals_blocked():  # every thread started from here on inherits the mask
+            self._start(paths)
+
+    def _start(self, paths: Paths) -> None:
+        self.state.set_busy_hint(self._work_queued)
+        self.state.on_recovered = self._recovered
+        self.state.update(started_at=time.time(), watched=0, observer="none", credential_backend=None,
+                          roots=[], log_replaced=None)
         self.log_handler = setup_file_logging(self.cfg)
         log.info("agent starting (pid %d, machine %s)", os.getpid(), self.cfg.identity.machine)
         self.cache = app.writable_cache(self.cfg)
         self.ingestor = app.ingestor(self.cfg, self.cache)
+        self.state.update(roots=[str(r) for r in self.ingestor.roots])
+        self._retry_undecodable()
         self._start_sync()
         from cxsync.agent.control import ControlServer
 
         self.control = ControlServer(paths, self.handle_command)
         self.control.start()
-        self._spawn("ingest", self._ingest_loop)
-        self._spawn("clock", self._clock_loop)
-        if self.cfg.backup.daily:
-            self._spawn("backup", self._backup_loop)
-        self._spawn("knowledge", self._knowledge_loop)
+        # Watch before the start-up scan: a line written between the scan and the watch would wait for the
+        # next write.  What the watch reports during the scan is read again, harmlessly (offsets).
         self._start_watchers()
-        self._spawn("credentials", self._probe_credentials)
-        self._publish_state()
+        self._spawn(Worker("ingest", self._ingest_step, gate=self.gate, wake=self._dirty_event,
+                           report=self.state.reporter("ingest"), backoff=self._backoff(),
+                           on_failure=self._ingest_failed))
+        self._spawn(Worker("clock", self._clock_step, gate=self.gate, wake=self._clock_wake, pausable=False,
+                           report=self.state.reporter("clock"), backoff=self._backoff()))
+        if self.cfg.backup.daily:
+            self._spawn_thread("backup", self._backup_loop)
+        self._spawn(Worker("knowledge", self._knowledge_step, gate=self.gate, wake=self._knowledge_wake,
+                           report=self.state.reporter("knowledge"), backoff=self._backoff()))
+        self._spawn_thread("credentials", self._probe_credentials)
+        self.state.open()
 
-    def _spawn(self, name: str, target: Callable[[], None]) -> None:
-        t = threading.Thread(target=self._guard(name, target), name=name, daemon=True)
+    def _backoff(self) -> Backoff:
+        return Backoff(base=self.backoff_base, cap=self.backoff_cap)
+
+    def _spawn(self, worker: Worker) -> None:
+        self.workers[worker.name] = worker
+        self._spawn_thread(worker.name, worker.run)
+
+    def _spawn_thread(self, name: str, target: Callable[[], None]) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
         self._threads.append(t)
         t.start()
 
-    def _guard(self, name: str, target: Callable[[], None]) -> Callable[[], None]:
-        def run() -> None:
-            try:
-                target()
-            except Exception as exc:  # noqa: BLE001 - a dead worker is reported, not silent
-                log.exception("worker %s died", name)
-                self._set_error(f"worker {name} stopped: {exc}", "see the log file; restart the agent")
-        return run
+    def _retry_undecodable(self) -> None:
+        """After an upgrade, what an older version kept aside may now decode: try it once at start-up."""
+        try:
+            r = self.cache.retry_undecodable()
+        except Exception:  # noqa: BLE001 - capture must start anyway; rebuild retries too
+            log.exception("cannot retry the undecodable events")
+            return
+        if r["applied"]:
+            log.info("applied %d event(s) an earlier version could not read; %d still kept aside",
+                     r["applied"], r["kept"])
 
     def _start_sync(self) -> None:
         if not self.cfg.sync.enabled:
@@ -165,29 +212,25 @@ class Supervisor:
             event_log = app.open_log(self.cfg, lazy=True)
         except NoCredentials as exc:
             log.error("sync needs a credential: %s", exc.title)
-            self._needs_auth = True
-            self._set_error(exc.title, exc.hint)
+            self.state.fail("sync", ErrorKind.AUTH, exc.title, exc.hint)
             return
         except Exception as exc:  # noqa: BLE001 - sync failing to start must not stop capture
             hint = getattr(exc, "hint", "") or "check [sync] in the config; capture and search keep working"
             title = getattr(exc, "title", None) or str(exc).split(": install")[0]
             log.error("sync disabled: %s", title)
-            self._set_error(f"sync cannot start: {title}", hint)
+            self.state.fail("sync", ErrorKind.CONFIG, f"sync cannot start: {title}", hint)
             return
         self.engine = SyncEngine(self.cache, event_log, tenant=self.cfg.identity.tenant,
                                  subscribe=self.cfg.sync.subscribe, batch_events=self.cfg.sync.batch_events,
-                                 batch_bytes=self.cfg.sync.batch_bytes)
-        self._spawn("push", lambda: self.engine.push_loop(self.stop_event, self._push_wake,
-                                                          on_state=self._component("push")))
+                                 batch_bytes=self.cfg.sync.batch_bytes,
+                                 on_log_changed=lambda info: self.state.update(log_replaced=info))
+        self._spawn(self.engine.push_worker(self.gate, self._push_wake, backoff=self._backoff(),
+                                            report=self.state.reporter("push")))
         for stream in self.cfg.sync.subscribe:
             wake = self._pull_wakes.setdefault(stream, threading.Event())
-            self._spawn(f"pull:{stream}", self._puller(stream, wake))
+            self._spawn(self.engine.pull_worker(stream, self.gate, wake, backoff=self._backoff(),
+                                                report=self.state.reporter(f"pull:{stream}")))
         self._push_wake.set()
-
-    def _puller(self, stream: str, wake: threading.Event) -> Callable[[], None]:
-        def run() -> None:
-            self.engine.pull_loop(stream, self.stop_event, wake, on_state=self._component(f"pull:{stream}"))
-        return run
 
     def _start_watchers(self) -> None:
         from watchdog.observers import Observer
@@ -216,8 +259,11 @@ class Supervisor:
             log.error("the OS refused more file watches (%s). Raise the limits, e.g. `sudo sysctl "
                       "fs.inotify.max_user_watches=524288 fs.inotify.max_user_instances=1024`; falling back to "
                       "polling every 2 s meanwhile", os.strerror(exc.errno))
-            self._set_error("file watch limit reached: polling instead",
-                            "sudo sysctl fs.inotify.max_user_watches=524288 fs.inotify.max_user_instances=1024")
+            # A warning that stays true while the agent runs: shown as the last error, not an error state.
+            self.state.report("watcher", "ok", None)
+            self._watch_warning = ("file watch limit reached: polling instead",
+                                   "sudo sysctl fs.inotify.max_user_watches=524288 fs.inotify.max_user_instances=1024")
+            self.state.update(warning={"title": self._watch_warning[0], "hint": self._watch_warning[1]})
             try:
                 observer.stop()
             except Exception:  # noqa: BLE001
@@ -229,12 +275,14 @@ class Supervisor:
             kind = "polling"
         observer.name = "watcher"
         self._observers.append(observer)
-        self._observer_kind = kind
+        self.state.update(observer=kind)
 
     def stop(self, timeout: float = 10.0) -> list[str]:
         """Stop every worker within ``timeout`` seconds; return the names of those that did not finish."""
-        self.stop_event.set()
+        self.gate.stop()
         self._dirty_event.set()
+        self._clock_wake.set()
+        self._knowledge_wake.set()
         self._push_wake.set()
         for w in self._pull_wakes.values():
             w.set()
@@ -255,6 +303,7 @@ class Supervisor:
                 self.engine.log.close()
             except Exception:  # noqa: BLE001
                 pass
+        self.state.ready = False  # a straggler's report must not bring the snapshot back
         try:
             self.cfg.paths.agent_state.unlink(missing_ok=True)
         except OSError:
@@ -271,17 +320,26 @@ class Supervisor:
     # ---- commands -------------------------------------------------------------------------------------------
 
     def pause(self) -> None:
-        self._paused = True
-        self._publish_state()
+        """Capture, push and pull all stop at their next step; a pull blocked in the log's wait is woken."""
+        self.gate.pause()
+        self.state.set_paused(True)
+        for w in self._pull_wakes.values():
+            w.set()
 
     def resume(self) -> None:
-        self._paused = False
-        self._rescan = True
+        self.gate.resume()
+        self.state.set_paused(False)
+        with self._dirty_lock:
+            self._rescan = True
         self._dirty_event.set()
         self.sync_now()
 
+    @property
+    def paused(self) -> bool:
+        return self.gate.paused
+
     def sync_now(self) -> None:
-        if self._paused:
+        if self.gate.paused:
             return
         self._push_wake.set()
         for w in self._pull_wakes.values():
@@ -298,77 +356,29 @@ class Supervisor:
             return {"ok": True, "status": {**self.snapshot(), "state": "stopping"}, "_then": self.stop_event.set}
         return {"ok": True, "status": self.snapshot()}
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> Status:
         from cxsync.agent import status
 
-        self._publish_state()
+        self.state.publish()
         return status.collect(self.cfg)
 
     # ---- state ----------------------------------------------------------------------------------------------
 
-    def _component(self, name: str) -> Callable[[str, BaseException | None], None]:
-        def report(state: str, exc: BaseException | None) -> None:
-            if getattr(exc, "needs_auth", False):  # the gateway refused the token (sync/http_log.py)
-                state = "needs-auth"
-            previous = self._components.get(name)
-            if previous != state:
-                self._components[name] = state
-                if previous == "offline" and state == "ok":
-                    self.sync_now()  # the log is back: the other loops need not wait out their backoff
-                self._publish_state()
-            elif self._compute_state() != self._state:  # e.g. syncing -> idle once a push drained the outbox
-                self._publish_state()
-        return report
+    def _recovered(self, component: str, previous: Any) -> None:
+        if previous.state == "offline":
+            self.sync_now()  # the log is back: the other loops need not wait out their backoff
 
-    def _set_error(self, title: str, hint: str) -> None:
-        self._error = {"title": title, "hint": hint, "at": utcnow_iso("seconds")}
-        self._publish_state()
-
-    def _compute_state(self) -> str:
-        if self._paused:
-            return "paused"
-        comp = set(self._components.values())
-        if self._needs_auth or "needs-auth" in comp:
-            return "needs-auth"
-        if self._error and self._error["title"].startswith(("sync cannot start", "worker ")):
-            return "error"
-        if "error" in comp:
-            return "error"
-        if "offline" in comp:
-            return "offline"
-        if "busy" in comp or self._dirty_event.is_set() or (self.engine is not None and self._push_wake.is_set()):
-            return "syncing"
-        return "idle"
-
-    def _publish_state(self) -> None:
-        # Serialised: two threads publishing at once could otherwise leave the older state in the file.
-        with self._publish_lock:
-            self._write_state()
-
-    def _write_state(self) -> None:
-        state = self._compute_state()
-        self._state = state
-        data = {"pid": os.getpid(), "started_at": self._started_at, "state": state, "paused": self._paused,
-                "watched": self._watched, "observer": self._observer_kind, "error": self._error,
-                "credential_backend": self._credential_backend,
-                "roots": [str(r) for r in getattr(getattr(self, "ingestor", None), "roots", [])]}
-        path = self.cfg.paths.agent_state
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            tmp.write_text(json.dumps(data), encoding="utf-8")
-            secure_file(tmp)
-            os.replace(tmp, path)
-        except OSError as exc:
-            log.debug("cannot write %s: %s", path, exc)
+    def _work_queued(self) -> bool:
+        return self._dirty_event.is_set() or (self.engine is not None and self._push_wake.is_set())
 
     def _probe_credentials(self) -> None:
         try:
             from cxsync.agent import credentials
 
-            self._credential_backend = credentials.backend_name()
+            backend = credentials.backend_name()
         except Exception as exc:  # noqa: BLE001 - status reports it; capture goes on
-            self._credential_backend = f"unavailable ({type(exc).__name__})"
-        self._publish_state()
+            backend = f"unavailable ({type(exc).__name__})"
+        self.state.update(credential_backend=backend)
 
     # ---- workers --------------------------------------------------------------------------------------------
 
@@ -380,37 +390,48 @@ class Supervisor:
                 self._dirty.add(path)
         self._dirty_event.set()
 
-    def _ingest_loop(self) -> None:
-        self._full_scan(initial=True)
-        while not self.stop_event.is_set():
-            self._dirty_event.wait()
-            if self.stop_event.is_set():
-                return
-            if self._paused:
-                self._dirty_event.clear()
-                self._publish_state()
-                continue
-            self.stop_event.wait(DEBOUNCE)  # let a burst of writes settle into one read
-            self._dirty_event.clear()
-            with self._dirty_lock:
-                dirty, self._dirty = self._dirty, set()
-                rescan, self._rescan = self._rescan, False
+    def _ingest_step(self) -> float | None:
+        """One round of capture (the worker guard runs it when ``_dirty_event`` is set, and again after a
+        failure): the start-up scan first, then the files that changed."""
+        if self._initial_scan:
+            self._full_scan(initial=True)
+            self._initial_scan = False
+            return None
+        self.stop_event.wait(DEBOUNCE)  # let a burst of writes settle into one read
+        self._dirty_event.clear()
+        with self._dirty_lock:
+            dirty, self._dirty = self._dirty, set()
+            rescan, self._rescan = self._rescan, False
+        try:
             if rescan:
                 self._full_scan()
             wrote = False
             for p in sorted(dirty):
+                if self.gate.stopped:
+                    break
                 tf = self.ingestor.classify(Path(p))
                 if tf is None:
                     continue
                 stats = self.ingestor.ingest_file(tf)
                 wrote |= bool(stats.messages or stats.records)
-            if wrote:
-                self._push_wake.set()
-            self._publish_state()
+        except BaseException:
+            with self._dirty_lock:  # nothing taken is lost: the retry reads these files again
+                self._dirty |= dirty
+                self._rescan |= rescan
+            raise
+        if wrote:
+            self._push_wake.set()
+        self.state.publish()
+        return None
+
+    def _ingest_failed(self, exc: BaseException) -> None:
+        # Offsets are committed with the rows they cover: a full rescan after a failure re-reads only what is new.
+        with self._dirty_lock:
+            self._rescan = True
 
     def _full_scan(self, initial: bool = False) -> None:
         files = self.ingestor.scan()
-        self._watched = len(files)
+        self.state.update(watched=len(files))
         if initial:
             self.cache.set_state(import_total=len(files), import_done=0)
         wrote = False
@@ -428,37 +449,38 @@ class Supervisor:
                 self.cache.mark_file_deleted(f["path"])
         if wrote:
             self._push_wake.set()
-        self._publish_state()
+        self.state.publish()
 
-    def _knowledge_loop(self) -> None:
+    def _knowledge_step(self) -> float:
         """Extraction over what was captured since the last pass: one cheap check when nothing was."""
         from cxsync.agent.extract import run
 
-        ident = app.identity(self.cfg)
-        while not self.stop_event.wait(self.knowledge_interval):
-            if self._paused:
-                continue
-            try:
-                n = run(self.cache, ident)
-                if n:
-                    log.info("extracted %d knowledge item(s)", n)
-                    self._push_wake.set()
-            except Exception:  # noqa: BLE001 - extraction is best effort; capture and sync go on
-                log.exception("knowledge extraction failed")
+        if self._knowledge_first:  # the first pass waits an interval: the start-up scan comes first
+            self._knowledge_first = False
+            return self.knowledge_interval
+        try:
+            n = run(self.cache, app.identity(self.cfg))
+            if n:
+                log.info("extracted %d knowledge item(s)", n)
+                self._push_wake.set()
+        except Exception:  # noqa: BLE001 - extraction is best effort; capture and sync go on
+            log.exception("knowledge extraction failed")
+        return self.knowledge_interval
 
     def _backup_loop(self) -> None:
         from cxsync.cache.backup import run_daily
 
         run_daily(self.cfg.paths.cache_db, self.cfg.backup_dir, self.cfg.backup.keep, self.stop_event)
 
-    def _clock_loop(self) -> None:
+    def _clock_step(self) -> float:
         # The monotonic clock stops while the machine sleeps; the wall clock does not.
-        last_wall, last_mono = self.wall_clock(), time.monotonic()
-        while not self.stop_event.wait(self.clock_interval):
-            wall, mono = self.wall_clock(), time.monotonic()
+        wall, mono = self.wall_clock(), time.monotonic()
+        if self._clock_last is not None:
+            last_wall, last_mono = self._clock_last
             if (wall - last_wall) - (mono - last_mono) > SLEEP_JUMP:
                 log.info("the machine woke from sleep: rescanning and re-arming sync")
                 self.wakeups += 1
                 self._enqueue("", True)
                 self.sync_now()
-            last_wall, last_mono = wall, mono
+        self._clock_last = (wall, mono)
+        return self.clock_interval

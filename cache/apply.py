@@ -8,7 +8,7 @@ the same rows and a replay of anything is a no-op.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence, cast
 
 import apsw
 import orjson
@@ -26,6 +26,7 @@ class ApplyResult:
     skipped: int = 0  # already known (replays, own events coming back)
     messages: int = 0  # message rows inserted or replaced
     outboxed: int = 0
+    undecodable: int = 0  # pulled events kept aside: not decodable or not materialisable by this version
     event_ids: list[str] = field(default_factory=list)
 
 
@@ -455,3 +456,88 @@ def apply_in_tx(conn: apsw.Connection, events: Iterable[ev.ContextEvent], origin
         conn.execute("UPDATE counters SET value = value + ? WHERE name = 'messages'", (agg.new_messages,))
         agg.new_messages = 0
     return res
+
+
+# ---- pulled events: the entry point of what a log hands us -------------------------------------------------
+
+# What a malformed event raises while it is materialised (a field missing or of the wrong type, a value a column
+# refuses).  Disk full, busy and I/O errors are not among them: those abort the page and are retried whole.
+_MATERIALISE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError, apsw.ConstraintError,
+                       apsw.MismatchError, apsw.RangeError)
+
+
+def _keep_undecodable(conn: apsw.Connection, stream: str, cursor: bytes, event_id: str | None, payload: bytes,
+                      error: str) -> None:
+    conn.execute("INSERT OR REPLACE INTO undecodable(stream, cursor, event_id, payload, error, received_at)"
+                 " VALUES (?,?,?,?,?,?)", (stream, cursor, event_id or None, payload, error, now_iso()))
+
+
+def _materialise(conn: apsw.Connection, events: list[tuple[bytes, ev.ContextEvent, bytes]], stream: str,
+                 res: ApplyResult) -> None:
+    """Apply decoded events with their payloads as read; isolate the ones that fail to materialise."""
+    if not events:
+        return
+    try:
+        with conn:  # a savepoint: a failing event rolls back only this attempt
+            part = apply_in_tx(conn, [e for _, e, _ in events], "remote", None, {e.event_id: p for _, e, p in events})
+    except _MATERIALISE_ERRORS as exc:
+        if len(events) == 1:
+            cursor, e, payload = events[0]
+            _keep_undecodable(conn, stream, cursor, e.event_id, payload,
+                              f"cannot materialise {e.type} event {e.event_id}: {type(exc).__name__}: {exc}")
+            res.undecodable += 1
+            return
+        mid = len(events) // 2  # bisect: the good events of the page are applied, in order
+        _materialise(conn, events[:mid], stream, res)
+        _materialise(conn, events[mid:], stream, res)
+        return
+    res.applied += part.applied
+    res.skipped += part.skipped
+    res.messages += part.messages
+    res.event_ids += part.event_ids
+
+
+def apply_pulled_in_tx(conn: apsw.Connection, stream: str, entries: Sequence[Any]) -> ApplyResult:
+    """Apply a page of ``LogEntry``s inside an open transaction.  Nothing stops the page: an entry that could not
+    be decoded, an event of a type this version does not know, or one that fails to materialise is kept in
+    ``undecodable`` (for ``rebuild`` after an upgrade) and skipped; the rest are applied, payloads untouched."""
+    res = ApplyResult()
+    good: list[tuple[bytes, ev.ContextEvent, bytes]] = []
+    for entry in entries:
+        e = entry.event
+        payload = entry.payload if entry.payload is not None else (ev.encode(e) if e is not None else b"")
+        if e is None or not e.known:
+            error = entry.error if e is None else f"event type {e.type!r} is not known to this cxsync: upgrade"
+            _keep_undecodable(conn, stream, entry.cursor, entry.event_id, payload, error or "undecodable")
+            res.undecodable += 1
+        else:
+            good.append((entry.cursor, e, payload))
+    _materialise(conn, good, stream, res)
+    return res
+
+
+def retry_undecodable_in_tx(conn: apsw.Connection) -> dict[str, int]:
+    """Decode and apply the kept undecodable events again; those that now work leave the table."""
+    done = kept = 0
+    rows = conn.execute("SELECT stream, cursor, event_id, payload, error FROM undecodable"
+                        " ORDER BY stream, cursor").fetchall()
+    for row in rows:
+        stream, cursor, payload = str(row[0]), bytes(cast(bytes, row[1])), bytes(cast(bytes, row[3]))
+        try:
+            e = ev.decode(payload)
+        except ev.CodecError as exc:
+            conn.execute("UPDATE undecodable SET error=? WHERE stream=? AND cursor=?", (str(exc), stream, cursor))
+            kept += 1
+            continue
+        res = ApplyResult()
+        conn.execute("DELETE FROM undecodable WHERE stream=? AND cursor=?", (stream, cursor))
+        if not e.known:
+            _keep_undecodable(conn, stream, cursor, e.event_id, payload,
+                              f"event type {e.type!r} is not known to this cxsync: upgrade")
+        else:
+            _materialise(conn, [(cursor, e, payload)], stream, res)
+        if e.known and not res.undecodable:
+            done += 1
+        else:
+            kept += 1
+    return {"applied": done, "kept": kept}

@@ -40,7 +40,7 @@ def rebuild_cache(path: Path, opener: Callable[[Path], Any]) -> dict[str, int]:
             n += len(events)
         with new.conn:
             new.conn.execute("ATTACH DATABASE ? AS old", (str(path),))
-            for table in ("files", "cursors", "state"):
+            for table in ("files", "cursors", "state", "undecodable"):
                 new.conn.execute(f"INSERT OR REPLACE INTO main.{table} SELECT * FROM old.{table}")
             new.conn.execute(
                 "INSERT INTO main.outbox(event_seq, stream, state, attempts, cursor, last_error, acked_at)"
@@ -48,6 +48,7 @@ def rebuild_cache(path: Path, opener: Callable[[Path], Any]) -> dict[str, int]:
                 " FROM old.outbox o JOIN old.events oe ON oe.seq = o.event_seq"
                 " JOIN main.events ne ON ne.event_id = oe.event_id ORDER BY o.seq")
         new.conn.execute("DETACH DATABASE old")
+        new.retry_undecodable()  # after an upgrade, what an older version kept aside may now apply
         counts = new.counts()
         new.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:

@@ -288,4 +288,26 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX records_session ON records(session_id, line);
         """,
     ),
+    (
+        5,
+        "undecodable events and per-stream pull state",
+        """
+        -- What a pull read but could not decode or materialise (corrupt, a type from a newer cxsync, a field it
+        -- lacks): kept verbatim and skipped, so one event never stalls its stream; `rebuild` (or the agent at
+        -- start-up, after an upgrade) tries them again.
+        CREATE TABLE undecodable (
+            stream TEXT NOT NULL,
+            cursor BLOB NOT NULL,
+            event_id TEXT,
+            payload BLOB NOT NULL,
+            error TEXT NOT NULL,
+            received_at TEXT NOT NULL,
+            PRIMARY KEY (stream, cursor)
+        );
+        -- Each pull thread owns its stream's row: no read-modify-write of a record shared by every stream.
+        ALTER TABLE cursors ADD COLUMN last_pull TEXT;
+        ALTER TABLE cursors ADD COLUMN caught_up_at TEXT;
+        ALTER TABLE cursors ADD COLUMN behind INTEGER NOT NULL DEFAULT 0;
+        """,
+    ),
 ]

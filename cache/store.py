@@ -3,28 +3,34 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Concatenate, Iterable, Iterator, Mapping, ParamSpec, Sequence, TypeVar
 
 import apsw
 import orjson
 
-from cxsync.cache.apply import ApplyResult, Router, apply_in_tx
+from cxsync.cache.apply import ApplyResult, Router, apply_in_tx, apply_pulled_in_tx, retry_undecodable_in_tx
 from cxsync.cache.db import connect, now_iso, scalar
 from cxsync.cache import search as _search
 from cxsync.sync import events as ev
+from cxsync.sync.port import LogEntry
 
-def _locked(fn: Any) -> Any:
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _locked(fn: Callable[Concatenate["Cache", _P], _R]) -> Callable[Concatenate["Cache", _P], _R]:
     """Serialise a read on the shared writer connection with the writes of other threads: on one connection a
-    read issued while another thread is inside a transaction would see that transaction's uncommitted rows."""
-    import functools
+    read issued while another thread is inside a transaction would see that transaction's uncommitted rows.
+    The signature is kept (ParamSpec), so callers stay type-checked."""
 
     @functools.wraps(fn)
-    def wrapper(self: "Cache", *args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: Cache, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         with self._lock:
             return fn(self, *args, **kwargs)
 
@@ -98,6 +104,69 @@ class Cache(_search.Queries):
                     "INSERT INTO cursors(stream, cursor, updated_at) VALUES (?,?,?) ON CONFLICT(stream) DO UPDATE"
                     " SET cursor=excluded.cursor, updated_at=excluded.updated_at", (cursor[0], cursor[1], now_iso()))
         return res
+
+    def apply_pulled(self, stream: str, entries: Sequence[LogEntry], *, log_id: str | None = None,
+                     caught_up: bool = True, behind: int = 0) -> ApplyResult | None:
+        """Apply one page read from ``stream``, its cursor and the stream's pull state in ONE transaction.
+
+        Entries that cannot be decoded or materialised are kept in ``undecodable`` and skipped; the rest are
+        applied with their payloads exactly as read.  ``log_id`` is the identity of the log the page came from:
+        if the cache has meanwhile moved to another log (``relink_log``), the page is dropped (None), so that a
+        cursor of the old log never lands on the new one.
+        """
+        now = now_iso()
+        with self._write():
+            if log_id is not None and self._state("log_id") not in (None, log_id):
+                return None
+            res = apply_pulled_in_tx(self.conn, stream, entries) if entries else ApplyResult()
+            cursor = entries[-1].cursor if entries else None
+            self.conn.execute(
+                "INSERT INTO cursors(stream, cursor, updated_at, last_pull, caught_up_at, behind)"
+                " VALUES (:s, :c, :now, :now, :cu, :behind) ON CONFLICT(stream) DO UPDATE SET"
+                " cursor = coalesce(:c, cursor), updated_at = CASE WHEN :c IS NULL THEN updated_at ELSE :now END,"
+                " last_pull = :now, caught_up_at = coalesce(:cu, caught_up_at), behind = :behind",
+                {"s": stream, "c": cursor, "now": now, "cu": now if caught_up else None,
+                 "behind": 0 if caught_up else behind})
+            self._set_state_in_tx(last_pull=now)
+        return res
+
+    def retry_undecodable(self) -> dict[str, int]:
+        """Try the kept undecodable events again (after an upgrade): what now decodes and applies leaves the
+        table, the rest stays with its new error."""
+        with self._write():
+            result = retry_undecodable_in_tx(self.conn)
+        return result
+
+    @_locked
+    def undecodable(self, limit: int = 20) -> list[dict[str, Any]]:
+        return [{"stream": s, "cursor": bytes(c).hex(), "event_id": e, "error": err, "received_at": at}
+                for s, c, e, err, at in self.conn.execute(
+                    "SELECT stream, cursor, event_id, error, received_at FROM undecodable ORDER BY received_at,"
+                    " stream, cursor LIMIT ?", (limit,))]
+
+    def relink_log(self, log_id: str) -> dict[str, Any]:
+        """The log this cache syncs with is now ``log_id``.  When it was another one before (the log was
+        deleted, replaced or retargeted), everything acked to the old log is queued again — the new log's
+        idempotency drops what it already holds — and every stream is read again from its start."""
+        with self._write():
+            previous = self._state("log_id")
+            requeued = 0
+            if previous == log_id:
+                return {"changed": False, "previous": previous, "requeued": 0}
+            if previous is not None:
+                self.conn.execute("UPDATE outbox SET state='pending', cursor=NULL, acked_at=NULL"
+                                  " WHERE state='acked'")
+                requeued = self.conn.changes()
+                self.conn.execute("UPDATE cursors SET cursor=NULL, caught_up_at=NULL, behind=0")
+            self._set_state_in_tx(log_id=log_id)
+        return {"changed": previous is not None, "previous": previous, "requeued": requeued}
+
+    @_locked
+    def stream_states(self) -> dict[str, dict[str, Any]]:
+        return {s: {"cursor": bytes(c).hex() if c else None, "last_pull": lp, "caught_up_at": cu,
+                    "behind": int(b or 0)}
+                for s, c, lp, cu, b in self.conn.execute(
+                    "SELECT stream, cursor, last_pull, caught_up_at, behind FROM cursors ORDER BY stream")}
 
     @contextmanager
     def transaction(self) -> Iterator[apsw.Connection]:
@@ -259,14 +328,20 @@ class Cache(_search.Queries):
 
     @_locked
     def get_state(self, key: str, default: Any = None) -> Any:
+        return self._state(key, default)
+
+    def _state(self, key: str, default: Any = None) -> Any:
         row = self.conn.execute("SELECT value FROM state WHERE key=?", (key,)).fetchone()
         return orjson.loads(row[0]) if row else default
 
     def set_state(self, **values: Any) -> None:
         with self._write():
-            self.conn.executemany(
-                "INSERT INTO state(key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                [(k, orjson.dumps(v).decode()) for k, v in values.items()])
+            self._set_state_in_tx(**values)
+
+    def _set_state_in_tx(self, **values: Any) -> None:
+        self.conn.executemany(
+            "INSERT INTO state(key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            [(k, orjson.dumps(v).decode()) for k, v in values.items()])
 
     # ---- stored events --------------------------------------------------------------------------------------
 

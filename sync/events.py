@@ -86,8 +86,23 @@ class ContextEvent:
     data: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.type not in EVENT_TYPES:
-            raise ValueError(f"unknown event type {self.type!r}")
+        # A type this version does not know is carried, not refused: a newer agent on the same log writes it,
+        # and a reader keeps it (``known`` is False) until an upgrade can materialise it.
+        if not isinstance(self.type, str) or not self.type:
+            raise ValueError(f"an event type is a non-empty string, not {self.type!r}")
+
+    @property
+    def wire(self) -> bytes | None:
+        """The bytes this event was decoded from, if any: ``encode`` hands them back instead of compressing
+        again, so an event read from the outbox or a log travels on exactly as it came (decoded once, at the
+        edge).  Not a field: a copy made with ``dataclasses.replace`` (other data) does not inherit them."""
+        wire = self.__dict__.get("_wire")
+        return wire if isinstance(wire, bytes) else None
+
+    @property
+    def known(self) -> bool:
+        """Whether this version of cxsync knows how to materialise the event."""
+        return self.type in EVENT_TYPES
 
     @property
     def session(self) -> str | None:
@@ -135,6 +150,8 @@ def seal(serialized: bytes) -> bytes:
 
 
 def encode(event: ContextEvent) -> bytes:
+    if event.wire is not None:
+        return event.wire
     return seal(serialize(event))
 
 
@@ -159,8 +176,17 @@ def decode(blob: bytes) -> ContextEvent:
                 data["records"] = [{**r, "raw": raw} for r, raw in zip(data["records"], raws)]
             else:
                 data["records"] = raws
-        return ContextEvent(**{_LONG[k]: v for k, v in body.items() if k in _LONG})
-    except (zlib.error, zstandard.ZstdError, orjson.JSONDecodeError, TypeError, ValueError) as exc:
+        fields = {_LONG[k]: v for k, v in body.items() if k in _LONG}
+        missing = [k for k in _SHORT if k != "data" and not isinstance(fields.get(k), str)]
+        if missing:
+            raise ValueError(f"missing or non-text field(s): {', '.join(missing)}")
+        if not isinstance(fields.get("data", {}), dict):
+            raise ValueError("the event data is not an object")
+        event = ContextEvent(**fields)
+        object.__setattr__(event, "_wire", bytes(blob))
+        return event
+    except (zlib.error, zstandard.ZstdError, orjson.JSONDecodeError, TypeError, ValueError, AttributeError,
+            UnicodeDecodeError) as exc:
         raise CodecError(f"corrupt event payload: {exc}") from exc
 
 

@@ -17,6 +17,7 @@ import os
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -27,6 +28,7 @@ from cxsync.sync.events import CodecError, ContextEvent, decode, encode
 from cxsync.sync.keys import EventViews, Keys, versionstamped_cursor_param
 from cxsync.sync.port import (
     LogEntry,
+    undecodable,
     LogError,
     PermanentLogError,
     QuotaExceeded,
@@ -250,6 +252,7 @@ class FdbEventLog:
         self._closed = threading.Event()
         self._watches: set[Any] = set()
         self._watch_lock = threading.Lock()
+        self._identity: tuple[str, float] | None = None
         if quota is not None:
             self.set_quota(quota)
 
@@ -539,10 +542,12 @@ class FdbEventLog:
             pending.append((cursor, value, chunks))
             last_key = key
             size += entry_size
-        entries = [LogEntry(c, self._decode(stream, c, v, ch)) for c, v, ch in pending]
+        entries = [self._entry(stream, c, v, ch) for c, v, ch in pending]
         return entries, last_key, exhausted
 
-    def _decode(self, stream: str, cursor: bytes, value: bytes, chunks: Any) -> ContextEvent:
+    def _entry(self, stream: str, cursor: bytes, value: bytes, chunks: Any) -> LogEntry:
+        """Decode one entry; a corrupt or foreign one is handed on as undecodable, never failing the page
+        (it would fail every read the same way and stall the stream)."""
         try:
             if chunks is not None:
                 count, total, digest = fdb.tuple.unpack(value[1:])
@@ -552,12 +557,37 @@ class FdbEventLog:
                 value = blob
             event = decode(value)
         except (CodecError, ValueError) as exc:
-            # a corrupt entry fails every read the same way; name it so an operator can find it
-            raise PermanentLogError(f"unreadable event at {stream} cursor {cursor.hex()}: {exc}") from exc
+            return undecodable(cursor, "", value, f"unreadable event at {stream} cursor {cursor.hex()}: {exc}")
         if event.tenant != self.tenant:  # cannot happen through append: a key written by hand or another tool
-            raise PermanentLogError(f"event {event.event_id} at {stream} cursor {cursor.hex()} belongs to tenant"
-                                    f" {event.tenant!r}, not {self.tenant!r}", [event.event_id])
-        return event
+            return undecodable(cursor, event.event_id, value, f"event {event.event_id} at {stream} cursor"
+                               f" {cursor.hex()} belongs to tenant {event.tenant!r}, not {self.tenant!r}")
+        return LogEntry(cursor, event, value)
+
+    # ---- identity ----------------------------------------------------------------------------------------
+
+    IDENTITY_TTL = 2.0  # seconds an identity read is trusted: a check per pull page, not a transaction each
+
+    def identity(self) -> str:
+        """The tenant log's id, created with its first use and read again every few seconds: a tenant whose
+        keys were cleared (or a cluster that was replaced) answers with a new one."""
+        now = time.monotonic()
+        cached = self._identity
+        if cached is not None and now - cached[1] < self.IDENTITY_TTL:
+            return cached[0]
+        key = self.keys.log_id()
+
+        def body(tr: Any) -> str:
+            value = _get(tr, key)
+            if value is not None:
+                return value.decode()
+            fresh = uuid.uuid4().hex
+            tr.set(key, fresh.encode())
+            tr.commit().wait()
+            return fresh
+
+        ident: str = self._run(body)
+        self._identity = (ident, now)
+        return ident
 
     # ---- wait --------------------------------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ from cxsync.sync.gateway_wait import Revoked, WaitHub
 from cxsync.sync.port import (
     CURSOR_LEN,
     EventLog,
+    LogEntry,
     LogError,
     PermanentLogError,
     QuotaExceeded,
@@ -442,7 +443,8 @@ def create_app(opener: Callable[[str], EventLog], store: GatewayStore, limits: L
         cursor = parse_cursor(after)
         entries = await log_call(pool.get(who.tenant).read, stream, cursor, limit)
         metrics.events_read.inc(len(entries))
-        return ReadResponse(entries=[Entry(cursor=e.cursor.hex(), event=base64.b64encode(encode(e.event)).decode())
+        # Payloads as the log holds them (an event this server cannot decode still reaches a newer client).
+        return ReadResponse(entries=[Entry(cursor=e.cursor.hex(), event=base64.b64encode(_wire(e)).decode())
                                      for e in entries], more=len(entries) == limit)
 
     @app.get(f"{API}/wait", response_model=WaitResponse, responses=_PROBLEMS)
@@ -524,3 +526,10 @@ def open_backend(target: str, *, api_version: int = 730) -> tuple[Callable[[str]
         return (lambda tenant: FdbEventLog(tenant, cluster_file=cluster_file, database=database),
                 FdbGatewayStore(database))
     raise InvalidValue(f"the gateway's log must be sqlite:PATH or fdb[:CLUSTER_FILE], not {target!r}")
+
+
+def _wire(entry: LogEntry) -> bytes:
+    if entry.payload is not None:
+        return entry.payload
+    assert entry.event is not None  # an entry without an event always carries its payload
+    return encode(entry.event)

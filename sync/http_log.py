@@ -33,6 +33,7 @@ from cxsync.sync.errors import InvalidValue
 from cxsync.sync.events import CodecError, ContextEvent, decode, encode
 from cxsync.sync.port import (
     LogEntry,
+    undecodable,
     PermanentLogError,
     QuotaExceeded,
     TransientLogError,
@@ -144,10 +145,15 @@ class HttpEventLog:
             for item in entries:
                 c = bytes.fromhex(item["cursor"])
                 try:
-                    event = decode(base64.b64decode(item["event"]))
-                except (CodecError, ValueError) as exc:
-                    raise PermanentLogError(f"the gateway sent an undecodable event at {item['cursor']}: {exc}") from exc
-                out.append(LogEntry(c, event))
+                    blob = base64.b64decode(item["event"])
+                except ValueError as exc:
+                    raise PermanentLogError(f"the gateway sent a malformed entry at {item['cursor']}: {exc}") from exc
+                try:
+                    event = decode(blob)
+                except CodecError as exc:  # kept aside by the reader, never failing the page (issue 8)
+                    out.append(undecodable(c, "", blob, f"undecodable event at {item['cursor']} of {stream}: {exc}"))
+                else:
+                    out.append(LogEntry(c, event, blob))
                 cursor = c
             if len(entries) < page:
                 break

@@ -252,6 +252,10 @@ class Keys:
                     views.shares.append((shared_id, validate_stream("p/" + project_name)))
         return views
 
+    def log_id(self) -> bytes:
+        """The tenant log's identity, written when its first key is (see ``FdbEventLog.identity``)."""
+        return bytes(self.events.pack(("log-id",)))
+
     # ---- metadata: quotas --------------------------------------------------------------------------------
 
     def limit(self, name: str) -> bytes:

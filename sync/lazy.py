@@ -21,6 +21,9 @@ class LazyLog:
         self._log: EventLog | None = None
         self._lock = threading.Lock()
 
+    def __repr__(self) -> str:
+        return repr(self._log) if self._log is not None else f"LazyLog(tenant={self.tenant!r}, not connected)"
+
     def connect(self) -> EventLog:
         with self._lock:
             if self._log is None:
@@ -40,6 +43,11 @@ class LazyLog:
 
     def wait(self, stream: str, after: bytes | None, timeout: float) -> bool:
         return self.connect().wait(stream, after, timeout)
+
+    def identity(self) -> str | None:
+        from cxsync.sync.port import log_identity
+
+        return log_identity(self.connect())
 
     @property
     def connected(self) -> bool:

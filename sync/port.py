@@ -42,8 +42,36 @@ class QuotaExceeded(PermanentLogError):
 
 @dataclass(frozen=True)
 class LogEntry:
+    """One event as read from a stream.
+
+    ``payload`` is the stored bytes exactly as they came (decoded once, here at the edge; the cache keeps them
+    as they are, never re-encoded).  An entry the reader cannot decode has ``event`` None and says why in
+    ``error``: it is handed on rather than failing the page, so one bad event never stalls a stream.
+    """
+
     cursor: bytes
-    event: ContextEvent
+    event: ContextEvent | None
+    payload: bytes | None = None
+    event_id: str = ""
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.event_id and self.event is not None:
+            object.__setattr__(self, "event_id", self.event.event_id)
+
+
+def undecodable(cursor: bytes, event_id: str, payload: bytes, error: str) -> LogEntry:
+    return LogEntry(cursor, None, payload, event_id, error)
+
+
+def log_identity(event_log: object) -> str | None:
+    """The identity of the log behind ``event_log`` (created at its birth), or None for a log without one.
+    A wrapper that does not offer ``identity`` simply opts out of replaced-log detection."""
+    fn = getattr(event_log, "identity", None)
+    if fn is None:
+        return None
+    ident = fn()
+    return ident if isinstance(ident, str) and ident else None
 
 
 class EventLog(Protocol):
@@ -61,6 +89,12 @@ class EventLog(Protocol):
         timeout."""
 
     def close(self) -> None: ...
+
+
+class IdentifiedLog(EventLog, Protocol):
+    def identity(self) -> str:
+        """A random id written when the log was created, read again on every (re)connect: a log that was
+        deleted and recreated, or replaced by another file or cluster, answers with a new one."""
 
 
 def check_cursor(after: bytes | None) -> bytes | None:

@@ -46,6 +46,7 @@ import os
 import struct
 import threading
 import time
+import uuid
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Iterator, Sequence, cast
@@ -56,6 +57,7 @@ import apsw.bestpractice
 from cxsync.sync.events import CodecError, ContextEvent, decode, encode
 from cxsync.sync.port import (
     LogEntry,
+    undecodable,
     LogError,
     PermanentLogError,
     TransientLogError,
@@ -91,6 +93,8 @@ CREATE TABLE IF NOT EXISTS events(
 );
 CREATE UNIQUE INDEX IF NOT EXISTS events_by_cursor ON events(tenant, stream, cursor);
 CREATE UNIQUE INDEX IF NOT EXISTS events_by_id ON events(tenant, stream, event_id);
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT OR IGNORE INTO meta(key, value) VALUES ('log_id', lower(hex(randomblob(16))));
 """
 
 # Failures that say "not now" rather than "never": another writer holds the lock, the disk or the share is
@@ -133,6 +137,8 @@ class SqliteEventLog:
         self._head_file = Path(f"{self.path}-head")
         self._watch_dir, self._watch_files = _watch_target(self._head_file)
         self._conn: apsw.Connection | None = None
+        self._file_id: tuple[int, int] | None = None
+        self._identity: str | None = None
         with self._lock:
             self._connection()  # fail early with a clear message; later failures reconnect lazily
 
@@ -184,11 +190,7 @@ class SqliteEventLog:
                 " ORDER BY cursor LIMIT ?",
                 (self.tenant, stream, after or b"", limit),
             ).fetchall()
-        entries = []
-        for cursor, event_id, payload in rows:
-            cursor, event_id, payload = bytes(cast(bytes, cursor)), str(event_id), cast(bytes, payload)
-            entries.append(LogEntry(cursor, self._decode(stream, cursor, event_id, payload)))
-        return entries
+        return [self._entry(stream, bytes(cast(bytes, c)), str(i), bytes(cast(bytes, p))) for c, i, p in rows]
 
     def wait(self, stream: str, after: bytes | None, timeout: float) -> bool:
         validate_stream(stream)
@@ -288,21 +290,24 @@ class SqliteEventLog:
             ).fetchone()
         return row is not None
 
-    def _decode(self, stream: str, cursor: bytes, event_id: str, payload: bytes) -> ContextEvent:
+    def _entry(self, stream: str, cursor: bytes, event_id: str, payload: bytes) -> LogEntry:
+        """Decode one stored event; what cannot be decoded is handed on as such, never failing the page."""
         try:
             event = decode(payload)
         except CodecError as exc:
-            raise PermanentLogError(
-                f"corrupt event {event_id} at cursor {cursor.hex()} in stream {stream!r} of {self.path}: {exc}",
-                [event_id],
-            ) from exc
+            return undecodable(cursor, event_id, payload, f"cannot decode event {event_id} at cursor"
+                               f" {cursor.hex()} in stream {stream!r} of {self.path}: {exc}")
         if event.tenant != self.tenant:  # cannot happen through append; a hand-edited or damaged file
-            raise PermanentLogError(
-                f"event {event_id} at cursor {cursor.hex()} in {self.path} belongs to tenant"
-                f" {event.tenant!r}, not {self.tenant!r}",
-                [event_id],
-            )
-        return event
+            return undecodable(cursor, event_id, payload, f"event {event_id} at cursor {cursor.hex()} in"
+                               f" {self.path} belongs to tenant {event.tenant!r}, not {self.tenant!r}")
+        return LogEntry(cursor, event, payload)
+
+    def identity(self) -> str:
+        """The id written when this log file was created (see ``_connection``: a replaced file is noticed)."""
+        with self._lock, self._sqlite("read from"):
+            self._connection()
+            assert self._identity is not None
+            return self._identity
 
     def _subscribe(self) -> bool:
         if not self._notify:
@@ -319,9 +324,21 @@ class SqliteEventLog:
             raise PermanentLogError(f"{self!r} is closed")
         if self._pid != os.getpid():
             raise PermanentLogError(f"{self!r} was opened in another process (fork): open a new log in this one")
+        if self._conn is not None and self._file_id != _file_id(self.path):
+            # The file was deleted or replaced under us: an open handle would go on writing into an unlinked
+            # inode that nobody reads.  Reopen (creating a new log, with a new identity, if it is gone).
+            log.warning("%s was deleted or replaced; reopening it", self.path)
+            self._drop_connection()
         if self._conn is None:
             self._conn = self._open()
+            self._file_id = _file_id(self.path)
         return self._conn
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with suppress(apsw.Error):
+                conn.close()
 
     def _open(self) -> apsw.Connection:
         parent = self.path.parent
@@ -366,7 +383,26 @@ class SqliteEventLog:
                         conn.execute(_SCHEMA)
                         conn.pragma("application_id", APPLICATION_ID)
                         conn.pragma("user_version", SCHEMA_VERSION)
+            self._identity = self._read_identity(conn)
             apsw.bestpractice.connection_optimize(conn)
+
+    @staticmethod
+    def _read_identity(conn: apsw.Connection) -> str:
+        """The log's identity, created with it (logs from before identities get theirs on first connect)."""
+        def read() -> str | None:
+            if conn.execute("SELECT 1 FROM sqlite_schema WHERE type='table' AND name='meta'").fetchone() is None:
+                return None
+            row = conn.execute("SELECT value FROM meta WHERE key = 'log_id'").fetchone()
+            return str(row[0]) if row else None
+
+        ident = read()
+        if ident is None:
+            with _immediate(conn):
+                conn.execute("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('log_id', ?)", (uuid.uuid4().hex,))
+            ident = read()
+        assert ident is not None
+        return ident
 
     def _is_current_log(self, conn: apsw.Connection) -> bool:
         """True for a log of this schema, False for a new (empty) file; refuse anything else."""
@@ -401,11 +437,10 @@ class SqliteEventLog:
         except apsw.ConnectionClosedError as exc:
             raise PermanentLogError(f"{self!r} is closed") from exc
         except apsw.Error as exc:
-            if isinstance(exc, (apsw.IOError, apsw.CantOpenError)) and self._conn is not None:
-                # The file may have gone with its share: reopen on the next call instead of reusing the handle.
-                conn, self._conn = self._conn, None
-                with suppress(apsw.Error):
-                    conn.close()
+            if isinstance(exc, (apsw.IOError, apsw.CantOpenError, apsw.ReadOnlyError, apsw.FullError)):
+                # The file may have gone with its share, or the handle was opened while the file was read-only
+                # (SQLite then stays read-only for good): reopen on the next call instead of reusing it.
+                self._drop_connection()
             if isinstance(exc, (apsw.BusyError, apsw.LockedError)):
                 kind = "busy"
             elif isinstance(exc, _TRANSIENT):
@@ -413,6 +448,14 @@ class SqliteEventLog:
             else:  # not known to be transient, but retrying beats dropping the outbox: the engine backs off
                 kind = "failed"
             raise TransientLogError(f"cannot {action} the sqlite event log {self.path} ({kind}): {exc}") from exc
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 @contextmanager

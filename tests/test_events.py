@@ -74,3 +74,27 @@ def test_routing_by_scope_and_project() -> None:
     assert ev.route(ev.knowledge_shared(ID, "k", "project", "web"), ["u/bob"]) == ["p/web"]
     with pytest.raises(ValueError):
         ev.knowledge_shared(ID, "k", "galaxy")
+
+
+def test_a_decoded_event_is_encoded_as_the_bytes_it_came_from() -> None:
+    e = ev.message_indexed(ID, _msg())
+    blob = ev.encode(e)
+    back = ev.decode(blob)
+    assert back == e and ev.encode(back) is back.wire and back.wire == blob  # no second compression
+    v1 = bytes([1]) + zlib.compress(orjson.dumps({"t": e.type, "i": e.event_id, "n": "acme", "u": "bob",
+                                                  "m": "m1", "s": e.timestamp, "d": dict(e.data)}))
+    assert ev.encode(ev.decode(v1)) == v1  # an old version's event travels on unchanged, too
+
+
+def test_an_unknown_event_type_is_carried_not_refused() -> None:
+    e = ev.ContextEvent("FromTheFuture", "f1", "acme", "bob", "m1", "2030-01-01T00:00:00Z", {"x": 1})
+    back = ev.decode(ev.encode(e))
+    assert back.type == "FromTheFuture" and not back.known and ev.message_indexed(ID, _msg()).known
+
+
+def test_a_copy_with_other_data_is_encoded_afresh() -> None:
+    import dataclasses
+
+    back = ev.decode(ev.encode(ev.message_indexed(ID, _msg())))
+    changed = dataclasses.replace(back, data={**back.data, "content": "redacted"})
+    assert changed.wire is None and ev.decode(ev.encode(changed)).data["content"] == "redacted"

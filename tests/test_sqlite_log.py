@@ -290,18 +290,37 @@ def test_a_log_locked_by_another_writer_is_a_transient_error(tmp_path: Path) -> 
     log.close()
 
 
-def test_a_corrupt_payload_is_a_permanent_error_naming_its_cursor(tmp_path: Path) -> None:
+def test_a_corrupt_payload_is_handed_on_undecoded_and_does_not_fail_the_page(tmp_path: Path) -> None:
     path = tmp_path / "log.db"
     log = SqliteEventLog(path, "acme")
-    cursors = log.append("team", make_events("acme", ["a", "b"]))
+    cursors = log.append("team", make_events("acme", ["a", "b", "c"]))
     raw = apsw.Connection(str(path))
     raw.execute("UPDATE events SET payload = x'01deadbeef' WHERE event_id = 'b'")
     raw.close()
-    assert [e.event.event_id for e in log.read("team", None, limit=1)] == ["a"]
-    with pytest.raises(PermanentLogError) as err:
-        log.read("team", None)
-    assert cursors[1].hex() in str(err.value) and err.value.event_ids == ["b"]
+    page = log.read("team", None)
+    assert [e.cursor for e in page] == cursors  # the events after the bad one are read too
+    assert [e.event.event_id if e.event else None for e in page] == ["a", None, "c"]
+    bad = page[1]
+    assert bad.event_id == "b" and bad.payload == bytes.fromhex("01deadbeef")
+    assert bad.error and cursors[1].hex() in bad.error
     log.close()
+
+
+def test_a_log_has_an_identity_and_a_deleted_log_is_reopened_with_a_new_one(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    log = SqliteEventLog(path, "acme")
+    other = SqliteEventLog(path, "acme")
+    first = log.identity()
+    assert first == other.identity() and len(first) == 32  # one log, one identity, for every client
+    log.append("team", make_events("acme", ["a"]))
+    for suffix in ("", "-wal", "-shm", "-head"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    # The old handle would write into the unlinked file; the log notices and opens the new one.
+    log.append("team", make_events("acme", ["b"]))
+    assert path.exists() and log.identity() != first
+    assert [e.event_id for e in other.read("team", None)] == ["b"] and other.identity() == log.identity()
+    log.close()
+    other.close()
 
 
 # ---- sync.target -----------------------------------------------------------------------------------------------

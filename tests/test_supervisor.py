@@ -61,8 +61,8 @@ def test_watch_limit_falls_back_to_polling_with_an_actionable_message(cfg, monke
     sup = Supervisor(cfg)
     sup.start()
     try:
-        assert sup._observer_kind == "polling"
-        assert "max_user_watches" in sup._error["hint"]
+        assert sup.state.facts["observer"] == "polling"
+        assert "max_user_watches" in sup.snapshot()["last_error"]["hint"]
         f = T.session_file(Path(cfg.roots[0]), SID)
         T.write(f, [T.user(SID, "seen by polling")], mode="ab")
         wait_until(lambda: sup.cache.search("polling"), 10, what="the polling observer saw the append")

@@ -220,7 +220,7 @@ def test_permanent_error_quarantines_only_the_offending_event(pair, monkeypatch)
     r = a.engine.push_all()
     assert r.quarantined == 1 and r.remaining == 0
     assert [q["event_id"] for q in a.cache.quarantined()] == [bad]
-    assert "refused" in a.cache.get_state("last_error")["title"]
+    assert "refused" in a.cache.get_state("quarantine_error")["title"]
     assert len(log_event_ids(a)) == len(pending) - 1
 
 

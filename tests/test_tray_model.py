@@ -21,7 +21,7 @@ def status(**over: Any) -> dict[str, Any]:
         "state": "idle", "pid": 4242, "uptime_s": 120.0, "transcripts_watched": 3, "messages": 1234,
         "sessions": 56, "import": {"done": 10, "total": 10}, "outbox": 0,
         "last_push": (NOW - timedelta(minutes=3)).isoformat(), "last_pull": (NOW - timedelta(minutes=5)).isoformat(),
-        "streams": {"u/alice": {"cursor": "00" * 12, "lag": 0}, "team": {"cursor": None, "lag": 0}},
+        "streams": {"u/alice": {"cursor": "00" * 12, "behind": 0}, "team": {"cursor": None, "behind": 0}},
         "last_error": None, "credential_backend": "SecretService Keyring", "target": "sqlite:/tmp/log.db",
     }
     base.update(over)
@@ -125,9 +125,9 @@ def test_import_progress_shows_until_done() -> None:
     assert not any("Importing" in s for s in v(**{"import": {"done": 500, "total": 500}}).status_lines)
 
 
-def test_pull_lag_is_summed_over_streams() -> None:
-    tv = v(streams={"u/alice": {"cursor": None, "lag": 3}, "team": {"cursor": "ab", "lag": 4}})
-    assert "Behind: 7 events to pull" in tv.status_lines
+def test_events_behind_are_summed_over_streams() -> None:
+    tv = v(streams={"u/alice": {"cursor": None, "behind": 3}, "team": {"cursor": "ab", "behind": 4}})
+    assert "Behind: 7+ events to pull" in tv.status_lines
     assert not any("Behind" in s for s in v().status_lines)
 
 

@@ -25,6 +25,8 @@ from cxsync.tray import model
 
 if TYPE_CHECKING:
     from cxsync.agent.config import Config
+    from cxsync.agent.status import Status
+    from cxsync.agent.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ class NoDisplay(CxError):
 class Agent(Protocol):
     owner: bool
 
-    def snapshot(self) -> dict[str, Any]: ...
+    def snapshot(self) -> Status: ...
 
     def command(self, action: str) -> None: ...
 
@@ -69,11 +71,11 @@ class OwnedAgent:
 
     owner = True
 
-    def __init__(self, supervisor: Any) -> None:
+    def __init__(self, supervisor: Supervisor) -> None:
         self.supervisor = supervisor
 
-    def snapshot(self) -> dict[str, Any]:
-        return dict(self.supervisor.snapshot())
+    def snapshot(self) -> Status:
+        return self.supervisor.snapshot()
 
     def command(self, action: str) -> None:
         {"pause": self.supervisor.pause, "resume": self.supervisor.resume,
@@ -94,10 +96,10 @@ class RemoteAgent:
     def __init__(self, config: Config) -> None:
         self.config = config
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> Status:
         from cxsync.agent import status
 
-        return dict(status.collect(self.config))
+        return status.collect(self.config)
 
     def command(self, action: str) -> None:
         from cxsync.agent import control
@@ -119,7 +121,7 @@ class FailedAgent:
     def __init__(self, config: Config, error: CxError) -> None:
         self.config, self.error = config, error
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> Status:
         return {"state": "error", "pid": None, "outbox": 0, "messages": 0, "sessions": 0,
                 "target": self.config.sync.target,
                 "last_error": {"title": self.error.title, "hint": self.error.hint}}
@@ -134,7 +136,7 @@ class FailedAgent:
         return []
 
 
-def _error_status(exc: BaseException) -> dict[str, Any]:
+def _error_status(exc: BaseException) -> Status:
     title = exc.title if isinstance(exc, CxError) else f"cannot read the agent's status: {exc}"
     hint = exc.hint if isinstance(exc, CxError) else "see the log folder"
     return {"state": "error", "last_error": {"title": title, "hint": hint}}

@@ -158,9 +158,14 @@ def _status_lines(state: str, status: Mapping[str, Any], now: datetime) -> list[
         lines.append(f"Last sync: {ago(last, now) if last else 'never'}")
         streams = status.get("streams")
         if isinstance(streams, Mapping):
-            lag = sum(_int(s.get("lag")) for s in streams.values() if isinstance(s, Mapping))
-            if lag:
-                lines.append(f"Behind: {_plural(lag, 'event')} to pull")
+            # ``behind`` is what status writes per stream: events known to wait in the log (a lower bound while
+            # a catch-up is under way, hence the "+").
+            behind = sum(_int(s.get("behind")) for s in streams.values() if isinstance(s, Mapping))
+            if behind:
+                lines.append(f"Behind: {behind:,}+ events to pull")
+        skipped = _int(status.get("undecodable"))
+        if skipped:
+            lines.append(f"Unreadable: {_plural(skipped, 'event')} kept aside (upgrade cxsync)")
     err = status.get("last_error")
     if isinstance(err, Mapping) and err.get("title"):
         lines.append(_clip(f"Last error: {err['title']}"))
