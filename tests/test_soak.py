@@ -19,9 +19,9 @@ import sys
 from pathlib import Path
 
 import apsw
+import pytest
 
 from cxsync.cache.fts import register
-import pytest
 
 from tests import transcripts as T
 from tests.helpers import wait_until

@@ -221,7 +221,9 @@ def test_capture_resumes_by_itself_once_a_full_disk_has_space_again(agent, claud
     with sup.cache._lock:  # a real SQLITE_FULL: the database may not grow by a single page
         pages = sup.cache.conn.execute("PRAGMA page_count").fetchone()[0]
         sup.cache.conn.execute(f"PRAGMA max_page_count={pages}")
-    T.write(f, [T.user(SID, "written while the disk is full " + "padding " * 2000)], mode="ab")
+    # distinct words: the text is stored compressed and indexed word by word, so it must need new pages
+    words = " ".join(f"padding{os.urandom(6).hex()}" for _ in range(30000))
+    T.write(f, [T.user(SID, "written while the disk is full padding " + words)], mode="ab")
     s = wait_until(lambda: (lambda st: st if st["state"] == "error" else None)(sup.snapshot()), 10)
     assert "disk is full" in s["last_error"]["title"] and s["last_error"]["kind"] == "disk-full"
     with sup.cache._lock:
