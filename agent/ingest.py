@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from cxsync.agent import transcript as tx
-from cxsync.agent.discovery import TranscriptFile, classify, discover, projects_dir
+from cxsync.agent.discovery import ScanProblems, TranscriptFile, classify, discover, projects_dir
 from cxsync.agent.tailer import FileState, tail
 from cxsync.cache import Cache
 from cxsync.sync import events as ev
@@ -32,18 +32,20 @@ class IngestStats:
     messages: int = 0
     sessions: int = 0
     skipped_lines: int = 0
+    repaired: int = 0  # records captured with fields of the wrong type ignored
     bytes: int = 0
     resets: int = 0
     errors: list[str] = field(default_factory=list)
 
     def add(self, o: "IngestStats") -> None:
-        for name in ("files", "records", "messages", "sessions", "skipped_lines", "bytes", "resets"):
+        for name in ("files", "records", "messages", "sessions", "skipped_lines", "repaired", "bytes", "resets"):
             setattr(self, name, getattr(self, name) + getattr(o, name))
         self.errors.extend(o.errors)
 
     def as_dict(self) -> dict[str, Any]:
         return {"files": self.files, "records": self.records, "messages": self.messages,
-                "sessions": self.sessions, "skipped_lines": self.skipped_lines, "bytes": self.bytes,
+                "sessions": self.sessions, "skipped_lines": self.skipped_lines, "repaired": self.repaired,
+                "bytes": self.bytes,
                 "resets": self.resets, "errors": self.errors}
 
 
@@ -115,6 +117,7 @@ class Ingestor:
         self.roots = [Path(r) for r in roots]
         self._held: _Held | None = None
         self._batch: _Batch | None = None
+        self.problems = ScanProblems()  # of the last scan
 
     def _flush(self) -> None:
         batch = self._batch
@@ -130,7 +133,10 @@ class Ingestor:
     # ---- discovery ------------------------------------------------------------------------------------------
 
     def scan(self) -> list[TranscriptFile]:
-        return list(discover(self.roots))
+        problems = ScanProblems()
+        files = list(discover(self.roots, problems))
+        self.problems = problems
+        return files
 
     def classify(self, path: Path) -> TranscriptFile | None:
         for root in self.roots:
@@ -183,6 +189,9 @@ class Ingestor:
         if tf.kind == "agent-flat" and row and row.get("session_id"):
             parent = row["session_id"].split(":")[0]
         ctx = None
+        limit: int | None = None  # the size seen by the first read: a file outgrowing us waits for the next call
+        bad_lines: list[int] = []  # reported once per file read, never once per line
+        repaired = 0
         while True:
             try:
                 res = tail(path, state, max_bytes=max_bytes)
@@ -194,7 +203,7 @@ class Ingestor:
                 return
             except OSError as exc:
                 stats.errors.append(f"{path}: {exc.strerror or exc}")
-                log.warning("cannot read %s: %s", path, exc)
+                log.warning("cannot read %s: %s", path, exc.strerror or exc)
                 return
             if res.reset:
                 stats.resets += 1
@@ -205,8 +214,9 @@ class Ingestor:
             for line in res.lines:
                 parsed = tx.parse_line(line.data)
                 if parsed.malformed:
-                    log.warning("%s:%d: %d unparseable piece(s) skipped", path, line.number, parsed.malformed)
+                    bad_lines.append(line.number)
                 malformed += parsed.malformed
+                repaired += parsed.repaired
                 for rec, raw in zip(parsed.records, parsed.raws):
                     pieces.append(tx.Piece(rec, raw, line.number))
             if tf.kind == "agent-flat" and parent is None:
@@ -228,8 +238,15 @@ class Ingestor:
             if self._held is not None:
                 self._held.add(events)
             yield Slice(events, fstate)
-            if not res.more:
+            limit = res.state.size if limit is None else limit
+            if not res.more or res.state.offset >= limit:
                 break
+        stats.repaired += repaired
+        if bad_lines:
+            shown = ", ".join(map(str, bad_lines[:5])) + (", …" if len(bad_lines) > 5 else "")
+            log.warning("%s: %d unparseable line(s) skipped (line %s)", path, len(bad_lines), shown)
+        if repaired:
+            log.warning("%s: %d record(s) captured without their fields of the wrong type", path, repaired)
         if self._held is not None:
             self._held.file_done()
         if ctx is not None:
@@ -353,7 +370,7 @@ class Ingestor:
         if reader_process is None:
             reader_process = os.environ.get("CXSYNC_IMPORT_PROCESSES", "2") != "1" and \
                 sum(file_size(f.path) for f in files) >= backfill.MIN_BYTES
-        total = IngestStats()
+        total = IngestStats(errors=self.problems.messages())
         self.cache.set_state(import_total=len(files), import_done=0)
         self._held, self._batch = _Held(), _Batch()
         try:
