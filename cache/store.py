@@ -12,7 +12,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import orjson
 
 from cxsync.cache.apply import ApplyResult, Router, apply_in_tx
-from cxsync.cache.db import connect, now_iso, scalar
+from cxsync.cache.db import connect, now_iso, require_schema, scalar
 from cxsync.cache import search as _search
 from cxsync.sync import events as ev
 
@@ -47,6 +47,12 @@ class Cache(_search.Queries):
         self.path = Path(path)
         self.readonly = readonly
         self.conn = connect(self.path, readonly=readonly)
+        if readonly:
+            try:
+                require_schema(self.conn, self.path)
+            except BaseException:
+                self.conn.close()
+                raise
         self.route = route
         self._lock = threading.RLock()  # one writer connection, shared by the agent's threads
 
