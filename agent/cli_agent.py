@@ -14,6 +14,8 @@ def _fmt_status(s: dict) -> str:  # type: ignore[type-arg]
     lines = [f"state        {s['state']}" + (f" (pid {s['pid']}, up {s['uptime_s']:.0f}s)" if s.get("uptime_s") else "")]
     lines.append(f"cache        {s['messages']} messages in {s['sessions']} sessions")
     lines.append(f"watching     {s['transcripts_watched']} transcripts")
+    for folder in s.get("unreadable_folders") or []:
+        lines.append(f"unreadable   {folder} (captured once readable)")
     imp = s["import"]
     if imp["total"]:
         lines.append(f"import       {imp['done']}/{imp['total']} files")

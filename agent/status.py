@@ -51,6 +51,7 @@ def collect(cfg: Config) -> dict[str, Any]:
         "last_pull": None,
         "streams": {},
         "last_error": None,
+        "unreadable_folders": [],  # transcript folders the agent cannot list (rescanned until readable)
         "credential_backend": "env:CXSYNC_TOKEN" if os.environ.get("CXSYNC_TOKEN") else None,
         "target": cfg.sync.target,
         "cache": str(cfg.paths.cache_db),
@@ -62,6 +63,7 @@ def collect(cfg: Config) -> dict[str, Any]:
         out["transcripts_watched"] = agent.get("watched", 0)
         out["credential_backend"] = agent.get("credential_backend") or out["credential_backend"]
         out["observer"] = agent.get("observer")
+        out["unreadable_folders"] = list(agent.get("unreadable") or [])
         if agent.get("error"):
             out["last_error"] = agent["error"]
     if cfg.paths.cache_db.exists():

@@ -34,6 +34,7 @@ log = logging.getLogger("cxsync.agent")
 DEBOUNCE = 0.05
 SLEEP_JUMP = 30.0  # seconds of wall clock beyond the monotonic clock that mean "the machine slept"
 CLOCK_INTERVAL = 60.0
+UNREADABLE_RESCAN = 10.0  # seconds between rescans while a transcript folder cannot be read (no event says when)
 
 
 class AlreadyRunning(CxError):
@@ -96,6 +97,7 @@ class Supervisor:
         self._pull_wakes: dict[str, threading.Event] = {}
         self._threads: list[threading.Thread] = []
         self._observers: list[Any] = []
+        self._handler: Any = None  # the watchdog handler, once the watchers run
         self._paused = False
         self._publish_lock = threading.Lock()
         self._needs_auth = False
@@ -107,6 +109,7 @@ class Supervisor:
         self._observer_kind = "none"
         self._credential_backend: str | None = None
         self.clock_interval = CLOCK_INTERVAL
+        self.unreadable_rescan = UNREADABLE_RESCAN
         self.wall_clock: Callable[[], float] = time.time  # replaceable: tests simulate a suspend
         self.wakeups = 0
         self.cache: Any = None
@@ -201,7 +204,7 @@ class Supervisor:
             targets.append(target)
         kind = "polling" if self.force_polling else "native"
         observer: Any = PollingObserver(timeout=2.0) if self.force_polling else Observer()
-        handler = _Enqueue(self._enqueue)
+        handler = self._handler = _Enqueue(self._enqueue)
         try:
             for t in targets:
                 observer.schedule(handler, str(t), recursive=True)
@@ -342,10 +345,12 @@ class Supervisor:
     def _write_state(self) -> None:
         state = self._compute_state()
         self._state = state
+        ing = getattr(self, "ingestor", None)
         data = {"pid": os.getpid(), "started_at": self._started_at, "state": state, "paused": self._paused,
                 "watched": self._watched, "observer": self._observer_kind, "error": self._error,
                 "credential_backend": self._credential_backend,
-                "roots": [str(r) for r in getattr(getattr(self, "ingestor", None), "roots", [])]}
+                "roots": [str(r) for r in getattr(ing, "roots", [])],
+                "unreadable": [p for p, _ in ing.problems.unreadable] if ing is not None else []}
         path = self.cfg.paths.agent_state
         tmp = path.with_name(path.name + ".tmp")
         try:
@@ -377,9 +382,13 @@ class Supervisor:
     def _ingest_loop(self) -> None:
         self._full_scan(initial=True)
         while not self.stop_event.is_set():
-            self._dirty_event.wait()
+            # A folder that cannot be read sends no event when it becomes readable: look again now and then.
+            woke = self._dirty_event.wait(self.unreadable_rescan if self.ingestor.problems.unreadable else None)
             if self.stop_event.is_set():
                 return
+            if not woke:
+                with self._dirty_lock:
+                    self._rescan = True
             if self._paused:
                 self._dirty_event.clear()
                 self._publish_state()
@@ -403,7 +412,16 @@ class Supervisor:
             self._publish_state()
 
     def _full_scan(self, initial: bool = False) -> None:
+        locked = {p for p, _ in self.ingestor.problems.unreadable}
         files = self.ingestor.scan()
+        # A folder the OS refused to watch while unreadable is watched on its own once it can be read.
+        for folder in locked - {p for p, _ in self.ingestor.problems.unreadable}:
+            if os.path.isdir(folder):
+                for o in self._observers if self._handler is not None else []:
+                    try:
+                        o.schedule(self._handler, folder, recursive=True)
+                    except OSError as exc:
+                        log.warning("cannot watch %s: %s", folder, exc.strerror or exc)
         self._watched = len(files)
         if initial:
             self.cache.set_state(import_total=len(files), import_done=0)

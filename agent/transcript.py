@@ -57,7 +57,7 @@ def parse_line(data: bytes) -> ParsedLine:
     except ValueError:
         pass
     out = ParsedLine([], [], recovered=True)
-    idx, n, failures = 0, len(text), 0
+    idx, n, failures, damaged = 0, len(text), 0, False
     while idx < n:
         while idx < n and text[idx] in " \t\r":
             idx += 1
@@ -66,12 +66,13 @@ def parse_line(data: bytes) -> ParsedLine:
         try:
             obj, end = _decoder.raw_decode(text, idx)
         except RecursionError:
-            out.malformed += 1
+            out.malformed += int(not damaged)
             break
         except ValueError:
-            # Resynchronise at the next object start; the damaged span is counted.  A bounded number of
+            # Resynchronise at the next object start; the damaged span is counted once.  A bounded number of
             # attempts: each may scan to the end of the line, and a hostile line could hold millions of starts.
-            out.malformed += 1
+            out.malformed += int(not damaged)
+            damaged = True
             failures += 1
             nxt = text.find('{"', idx + 1)
             if nxt < 0 or failures >= MAX_RESYNC:
@@ -81,8 +82,10 @@ def parse_line(data: bytes) -> ParsedLine:
         if isinstance(obj, dict):
             out.records.append(obj)
             out.raws.append(text[idx:end])
+            damaged = False
         else:
-            out.malformed += 1
+            out.malformed += int(not damaged)
+            damaged = True
         idx = end
     if not out.records:
         out.recovered = False
