@@ -74,8 +74,8 @@ def mixed_lines(sid: str, mark: _Marks) -> tuple[list[bytes], int, int]:
     unrecoverable(b'{"a":' * 3000 + b"1" + b"}" * 3000)
     unrecoverable(b'{"a":{"b":' * 40_000)  # a torn pathological prefix: resynchronising must stay bounded
     unrecoverable(b'{"x":"' + b'{"' * 200_000)  # a million-start line
-    # Deep, but within the strict parser's limit: parsed, and its tool input too deep to re-serialise.
-    deep_input = json.loads(_deep(900))
+    # Deep, but within the strict parser's limit: parsed, and its tool input too deep to write back as text.
+    deep_input = json.loads(_deep(1000))  # orjson reads up to 1024 levels; json.dumps cannot write them
     for a in T.assistant_lines(sid, [T.text(f"deep tool input {mark()}"), T.tool_use("Bash", {"i": deep_input})]):
         out.append(T.line(a))
     # Token counts of every wrong kind.

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from cxsync.agent import transcript as tx
@@ -197,6 +197,8 @@ def test_normaliser_captures_the_good_records_among_hostile_ones(fuzz_home: tupl
 
 @FUZZ
 @given(st.binary(max_size=2000))
+@example(b"0")
+@example(b'{"t":"SessionStarted","d":{"R":2}}')
 def test_codec_refuses_arbitrary_bytes_with_its_own_error(blob: bytes) -> None:
     for candidate in (blob, bytes([ev.CODEC_VERSION]) + blob, ev.seal(blob), bytes([ev.CODEC_ZLIB]) + blob):
         try:
