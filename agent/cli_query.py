@@ -62,7 +62,7 @@ def register(main: click.Group) -> None:
             con.print("  " + _render_snippet(h.snippet.replace("\n", " "), True), highlight=False)
 
     @main.command()
-    @click.option("--limit", "-n", type=click.IntRange(1, None), help="At most this many (newest first).")
+    @click.option("--limit", "-n", type=click.IntRange(1, 1_000_000), help="At most this many (newest first).")
     @click.option("--project", "-p")
     @click.option("--all", "include_subagents", is_flag=True, help="List subagent sessions too.")
     @click.option("--json", "as_json", is_flag=True)

@@ -40,6 +40,23 @@ class Hit:
 
 
 _REL = re.compile(r"^(\d+)\s*([smhdw])$")
+MAX_QUERY_CHARS = 2_000  # bounds that keep one query from hanging the machine (issue 9)
+MAX_TERMS = 64
+MAX_PROJECT_CHARS = 4_096  # longer than any path
+
+
+def check_bounds(text: str, project: str | None = None) -> None:
+    """Refuse, before any FTS5 work, a search too long or with too many terms to run in reasonable time."""
+    if len(text) > MAX_QUERY_CHARS:
+        raise QueryError(f"the search text is too long ({len(text):,} characters; the limit is {MAX_QUERY_CHARS:,})",
+                         "search for a few distinctive words instead")
+    terms = len(text.split())
+    if terms > MAX_TERMS:
+        raise QueryError(f"the search has too many terms ({terms:,}; the limit is {MAX_TERMS})",
+                         "search for a few distinctive words instead")
+    if project is not None and len(project) > MAX_PROJECT_CHARS:
+        raise QueryError(f"--project is too long ({len(project):,} characters; the limit is {MAX_PROJECT_CHARS:,})",
+                         "give the project's path, or its last path component")
 
 
 def parse_since(when: str, now: datetime | None = None) -> str:
@@ -48,9 +65,13 @@ def parse_since(when: str, now: datetime | None = None) -> str:
     m = _REL.match(when.strip())
     if m:
         n, unit = int(m.group(1)), m.group(2)
-        delta = {"s": timedelta(seconds=n), "m": timedelta(minutes=n), "h": timedelta(hours=n),
-                 "d": timedelta(days=n), "w": timedelta(weeks=n)}[unit]
-        t = now - delta
+        try:
+            delta = {"s": timedelta(seconds=n), "m": timedelta(minutes=n), "h": timedelta(hours=n),
+                     "d": timedelta(days=n), "w": timedelta(weeks=n)}[unit]
+            t = now - delta
+        except OverflowError:
+            raise QueryError(f"--since {when.strip()!r} is further back than any date",
+                             "use a relative age like 2h, 3d, 1w or a date like 2026-11-01") from None
     else:
         try:
             t = datetime.fromisoformat(when.strip().replace("Z", "+00:00"))
@@ -77,6 +98,7 @@ class Queries:
 
     def search(self, text: str, *, limit: int = 10, project: str | None = None, session: str | None = None,
                role: str | None = None, since: str | None = None, fts: bool = False) -> list[Hit]:
+        check_bounds(text, project)
         query = text.strip() if fts else plain_to_fts(text)
         if not query:
             raise QueryError("empty search", "give some words to look for")
