@@ -75,9 +75,9 @@ def mixed_lines(sid: str, mark: _Marks) -> tuple[list[bytes], int, int]:
     unrecoverable(b'{"a":{"b":' * 40_000)  # a torn pathological prefix: resynchronising must stay bounded
     unrecoverable(b'{"x":"' + b'{"' * 200_000)  # a million-start line
     # Deep, but within the strict parser's limit: parsed, and its tool input too deep to write back as text.
-    deep_input = json.loads(_deep(1000))  # orjson reads up to 1024 levels; json.dumps cannot write them
-    for a in T.assistant_lines(sid, [T.text(f"deep tool input {mark()}"), T.tool_use("Bash", {"i": deep_input})]):
-        out.append(T.line(a))
+    # orjson reads up to 1024 levels; json.dumps cannot write them back.
+    for a in T.assistant_lines(sid, [T.text(f"deep tool input {mark()}"), T.tool_use("Bash", {"i": "DEEP"})]):
+        out.append(T.line(a).replace(b'"DEEP"', _deep(1000).encode()))
     # Token counts of every wrong kind.
     for usage in ({"input_tokens": "12", "output_tokens": "x"}, {"output_tokens": 10**30},
                   {"output_tokens": 1.5e300}, {"output_tokens": -5, "input_tokens": True},

@@ -123,6 +123,8 @@ def test_hostile_corpus_through_the_cli_and_a_running_agent(tmp_path: Path, corp
     assert "Traceback" not in r.stderr
     out = json.loads(r.stdout)
     assert any(f"cannot read folder {corpus.unreadable}" in e for e in out["errors"]), out["errors"]
+    assert out["unreadable_folders"] == [str(corpus.unreadable)]
+    assert out["repaired"] == corpus.repaired + 1
     assert out["skipped_lines"] >= corpus.bad_lines
     assert _missing(db, corpus.markers) == []
     assert _missing(db, corpus.late_markers) == corpus.late_markers  # locked away for now

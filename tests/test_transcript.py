@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from cxsync.agent import transcript as tx
@@ -105,7 +106,7 @@ def test_lone_surrogates_are_replaced_so_the_record_can_be_stored() -> None:
 
 
 def test_block_fields_of_the_wrong_type_never_reach_str() -> None:
-    deep = json.loads("[" * 1000 + "1" + "]" * 1000)  # as deep as the strict parser lets through
+    deep = orjson.loads("[" * 1000 + "1" + "]" * 1000)  # as deep as the strict parser lets through
     blocks = [{"type": "text", "text": ["a"]}, {"type": "tool_use", "name": {"n": 1}, "input": deep},
               {"type": "tool_use", "name": "Big", "input": 10**40}, {"type": "image", "source": "nope"},
               {"type": "tool_result", "content": [{"type": 3}, {"type": "text", "text": 5}]},
