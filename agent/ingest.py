@@ -118,6 +118,7 @@ class Ingestor:
         self._held: _Held | None = None
         self._batch: _Batch | None = None
         self.problems = ScanProblems()  # of the last scan
+        self._refused: set[str] = set()  # files already warned about as unreadable: rescans stay quiet
 
     def _flush(self) -> None:
         batch = self._batch
@@ -203,7 +204,9 @@ class Ingestor:
                 return
             except OSError as exc:
                 stats.errors.append(f"{path}: {exc.strerror or exc}")
-                log.warning("cannot read %s: %s", path, exc.strerror or exc)
+                if path not in self._refused:
+                    self._refused.add(path)
+                    log.warning("cannot read %s: %s", path, exc.strerror or exc)
                 return
             if res.reset:
                 stats.resets += 1

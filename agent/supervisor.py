@@ -149,8 +149,13 @@ class Supervisor:
             try:
                 target()
             except Exception as exc:  # noqa: BLE001 - a dead worker is reported, not silent
+                from cxsync.cache.db import environment_error  # a full disk says so, not its exception
+
                 log.exception("worker %s died", name)
-                self._set_error(f"worker {name} stopped: {exc}", "see the log file; restart the agent")
+                known = environment_error(exc)
+                self._set_error(f"worker {name} stopped: {known.title if known else exc}",
+                                (known.hint + "; then restart the agent") if known and known.hint else
+                                "see the log file; restart the agent")
         return run
 
     def _start_sync(self) -> None:

@@ -179,3 +179,16 @@ def test_hostile_corpus_through_the_cli_and_a_running_agent(tmp_path: Path, corp
     finally:
         c.close()
     assert malformed == corpus.bad_lines + bad
+
+
+def test_a_refused_file_is_warned_about_once_however_often_it_is_scanned(tmp_path: Path, claude_home: Path,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    proj = claude_home / "projects" / "p"
+    proj.mkdir()
+    os.mkfifo(proj / "fifo.jsonl")
+    caplog.set_level(logging.WARNING, "cxsync")
+    with open_cache(tmp_path / "cache.db") as cache:
+        ing = Ingestor(cache, IDENT, [claude_home])
+        reports = [ing.import_all(reader_process=False).errors for _ in range(3)]
+    assert all(any("fifo.jsonl" in e for e in r) for r in reports)  # every import reports it
+    assert len([r for r in caplog.records if "fifo.jsonl" in r.getMessage()]) == 1  # the log hears it once
