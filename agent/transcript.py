@@ -25,6 +25,7 @@ MAX_RESYNC = 32  # failed attempts to find another object in one damaged line be
 TOKEN_MAX = 10**15  # a plausible token count; anything larger (10**30, 1.5e300) is not one
 ID_MAX = 256  # longest identifier (uuid, session id, message id) we accept from a record
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SKIPPABLE = " \t\r\x00\ufeff"  # between objects: whitespace, a byte-order mark, NUL padding left by a crash
 
 
 @dataclass
@@ -59,7 +60,7 @@ def parse_line(data: bytes) -> ParsedLine:
     out = ParsedLine([], [], recovered=True)
     idx, n, failures, damaged = 0, len(text), 0, False
     while idx < n:
-        while idx < n and text[idx] in " \t\r":
+        while idx < n and text[idx] in _SKIPPABLE:
             idx += 1
         if idx >= n:
             break

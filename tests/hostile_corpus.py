@@ -161,6 +161,13 @@ def build(root: Path, *, unreadable: bool = True) -> Corpus:
     s3 = "b0000000-0000-4000-8000-000000000003"
     torn = T.line(T.user(s3, "never completed"))
     (proj / f"{s3}.jsonl").write_bytes(T.line(T.user(s3, f"before the tear {_Marks(c, 'c')()}")) + torn[:25])
+    # A byte-order mark, CRLF line ends, and NUL padding such as a crash leaves before the next append.
+    s6 = "b0000000-0000-4000-8000-000000000006"
+    m6 = _Marks(c, "f")
+    (proj / f"{s6}.jsonl").write_bytes(
+        b"\xef\xbb\xbf" + T.line(T.user(s6, f"after a BOM {m6()}")).replace(b"\n", b"\r\n")
+        + T.line(T.user(s6, f"crlf {m6()}")).replace(b"\n", b"\r\n")
+        + b"\x00" * 512 + T.line(T.user(s6, f"after NUL padding {m6()}")))
     # A binary file named like a transcript: one warning for the file.
     rng = random.Random(9)
     c.binary = proj / "c0000000-0000-4000-8000-00000000b1a5.jsonl"
@@ -170,7 +177,7 @@ def build(root: Path, *, unreadable: bool = True) -> Corpus:
     (proj / "d0000000-0000-4000-8000-000000000000.jsonl").write_bytes(b"")
     os.mkfifo(proj / "fifo.jsonl")
     for name, target in (("zero.jsonl", "/dev/zero"), ("null.jsonl", "/dev/null"), ("urandom.jsonl", "/dev/urandom"),
-                         ("dangling.jsonl", str(root / "nowhere.jsonl"))):
+                         ("dangling.jsonl", str(root / "nowhere.jsonl")), ("loop.jsonl", str(proj / "loop.jsonl"))):
         os.symlink(target, proj / name)
     (proj / "folder.jsonl").mkdir()
     bad_name = os.fsencode(proj) + b"/\xff\xfe-not-utf8.jsonl"

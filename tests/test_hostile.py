@@ -70,6 +70,8 @@ def test_import_captures_every_good_record_and_counts_each_bad_one(tmp_path: Pat
         torn = cache.search("never completed")
     assert missing == []
     assert files[MIXED]["malformed"] == corpus.bad_lines
+    assert files["b0000000-0000-4000-8000-000000000006.jsonl"]["malformed"] == 0  # BOM, CRLF, NULs: no damage
+    assert any("loop.jsonl" in e for e in stats.errors)  # a symlink loop is reported, not followed
     assert stats.repaired == corpus.repaired + 1  # and the subagent's list-valued gitBranch
     assert torn == []  # the partial last line waits for its end
     for name in ("fifo.jsonl", "zero.jsonl", "null.jsonl", "urandom.jsonl"):
