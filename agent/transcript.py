@@ -22,6 +22,7 @@ TITLE_RANK = {"custom-title": 4, "agent-name": 3, "ai-title": 2, "summary": 1}
 _decoder = json.JSONDecoder(strict=False)
 
 MAX_RESYNC = 32  # failed attempts to find another object in one damaged line before the rest is given up
+MAX_GLUED = 256  # objects recovered from one line (real glued lines hold two or three; `{}{}{}…` is a bomb)
 TOKEN_MAX = 10**15  # a plausible token count; anything larger (10**30, 1.5e300) is not one
 ID_MAX = 256  # longest identifier (uuid, session id, message id) we accept from a record
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -84,6 +85,9 @@ def parse_line(data: bytes) -> ParsedLine:
             out.records.append(obj)
             out.raws.append(text[idx:end])
             damaged = False
+            if len(out.records) >= MAX_GLUED and end < n:
+                out.malformed += 1  # the rest of the line
+                break
         else:
             out.malformed += int(not damaged)
             damaged = True

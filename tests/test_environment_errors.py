@@ -151,3 +151,20 @@ def test_unknown_config_keys_are_warned_about_with_the_nearest_valid_key(tmp_pat
     assert "unknown config key sync.targt" in r.stderr and "did you mean sync.target?" in r.stderr
     assert "did you mean sync.needs_credential?" in r.stderr
     assert "unknown config section [transcript]" in r.stderr and "did you mean [transcripts]?" in r.stderr
+
+
+def test_cache_damaged_inside_says_so_for_reads_and_writes(tmp_path: Path, claude_home: Path) -> None:
+    home = tmp_path / "cxhome"
+    write_config(home)
+    for i in range(30):
+        T.write(T.session_file(claude_home, f"s{i}"), [T.user(f"s{i}", "hello world " * 40 + str(j))
+                                                       for j in range(20)])
+    assert cx("import", "--root", str(claude_home), home=home).returncode == 0
+    db = home / "data" / "cache.db"
+    size = db.stat().st_size
+    with open(db, "r+b") as fh:  # a valid header, damaged pages after it
+        for off in range(8192, size, 16384):
+            fh.seek(off)
+            fh.write(bytes(range(256)) * 8)
+    for args in (("query", "hello"), ("status",), ("import", "--root", str(claude_home))):
+        assert_clean_failure(cx(*args, home=home), 1, "is damaged", "backup", "cxsync rebuild")

@@ -50,6 +50,11 @@ def test_a_damaged_line_is_given_up_after_a_bounded_number_of_attempts(monkeypat
     assert len(calls) <= tx.MAX_RESYNC
 
 
+def test_a_line_of_a_million_glued_objects_yields_a_bounded_number() -> None:
+    parsed = tx.parse_line(b"{}" * 1_000_000)
+    assert len(parsed.records) == tx.MAX_GLUED and parsed.malformed == 1
+
+
 def test_glued_objects_and_damage_between_them_are_split_and_counted_once() -> None:
     a, b = T.line(T.user("s", "one")).rstrip(), T.line(T.user("s", "two")).rstrip()
     parsed = tx.parse_line(a + b'{"torn":' + b + b"[1,2]")
