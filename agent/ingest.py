@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -119,6 +120,7 @@ class Ingestor:
         self._batch: _Batch | None = None
         self.problems = ScanProblems()  # of the last scan
         self._refused: set[str] = set()  # files already warned about as unreadable: rescans stay quiet
+        self.stop: threading.Event | None = None  # set by the agent: a long file is left between two slices
 
     def _flush(self) -> None:
         batch = self._batch
@@ -242,7 +244,7 @@ class Ingestor:
                 self._held.add(events)
             yield Slice(events, fstate)
             limit = res.state.size if limit is None else limit
-            if not res.more or res.state.offset >= limit:
+            if not res.more or res.state.offset >= limit or (self.stop is not None and self.stop.is_set()):
                 break
         stats.repaired += repaired
         if bad_lines:

@@ -128,6 +128,7 @@ class Supervisor:
         log.info("agent starting (pid %d, machine %s)", os.getpid(), self.cfg.identity.machine)
         self.cache = app.writable_cache(self.cfg)
         self.ingestor = app.ingestor(self.cfg, self.cache)
+        self.ingestor.stop = self.stop_event  # stopping never waits for the end of a long file
         self._start_sync()
         from cxsync.agent.control import ControlServer
 

@@ -147,3 +147,25 @@ def test_a_file_growing_faster_than_it_is_read_waits_for_the_next_call(tmp_path:
                     T.write(path, [T.user(s, "written while we read") for _ in range(20)], mode="ab")
     assert len(offsets) > 1 and offsets[-1] >= size
     assert offsets[-1] < path.stat().st_size  # the rest is read on the next call, not in this one
+
+
+def test_a_stop_request_leaves_a_long_file_between_two_slices(tmp_path: Path) -> None:
+    import threading
+
+    s = "e0000000-0000-4000-8000-000000000002"
+    path = T.write(T.session_file(tmp_path, s), [T.user(s, f"line {i}") for i in range(200)])
+    with open_cache(tmp_path / "cache.db") as cache:
+        ing = Ingestor(cache, IDENT, [tmp_path])
+        ing.stop = threading.Event()
+        tf = TranscriptFile(path, "main", s, None, None, "-home-dev-proj")
+        offsets = []
+        for sl in ing.produce(tf, IngestStats(), max_bytes=4096):
+            if sl.fstate is not None:
+                offsets.append(sl.fstate["offset"])
+                cache.apply(sl.events, "local", files=[sl.fstate])
+                ing.stop.set()
+        assert len(offsets) == 1 and 0 < offsets[0] < path.stat().st_size
+        ing.stop.clear()
+        ing.ingest_file(tf)  # the next start goes on from the committed offset
+        assert cache.file_state(str(path))["offset"] == path.stat().st_size
+        assert cache.counts()["messages"] == 200
