@@ -242,9 +242,10 @@ def load_config(overrides: Mapping[str, Any] | None = None, env: Mapping[str, st
     if not isinstance(target, str):
         raise ConfigError(f"config key sync.target must be a string, got {target!r}")
     target = target.strip()
-    if target in ("sqlite:", "fdb:") or (target.startswith(("sqlite:", "fdb:")) and not target.partition(":")[2].strip()):
+    scheme, colon, rest = target.partition(":")
+    if colon and scheme in ("sqlite", "fdb") and not rest.strip():
         raise ConfigError(f"config key sync.target = {target!r} names no file",
-                          f'give the path after "{target.partition(":")[0]}:", e.g. "sqlite:/path/to/log.db"')
+                          f'give the path after "{scheme}:", e.g. "sqlite:/path/to/log.db"')
     if target and target != "none" and not re.match(r"^(sqlite:.+|fdb(:.+)?)$", target):
         raise ConfigError(f"config key sync.target = {target!r} is invalid",
                           'use "sqlite:/path/to/log.db", "fdb", "fdb:/path/to/fdb.cluster" or "none"')

@@ -175,14 +175,16 @@ def build(root: Path, *, unreadable: bool = True) -> Corpus:
     # An empty file, a FIFO, symlinks to endless or empty devices, a dangling symlink, a directory named
     # like a transcript, and a file whose name is not valid UTF-8.
     (proj / "d0000000-0000-4000-8000-000000000000.jsonl").write_bytes(b"")
-    os.mkfifo(proj / "fifo.jsonl")
-    for name, target in (("zero.jsonl", "/dev/zero"), ("null.jsonl", "/dev/null"), ("urandom.jsonl", "/dev/urandom"),
-                         ("dangling.jsonl", str(root / "nowhere.jsonl")), ("loop.jsonl", str(proj / "loop.jsonl"))):
-        os.symlink(target, proj / name)
-    (proj / "folder.jsonl").mkdir()
-    bad_name = os.fsencode(proj) + b"/\xff\xfe-not-utf8.jsonl"
-    with open(bad_name, "wb") as fh:
-        fh.write(T.line(T.user("x", "in a file whose name is not UTF-8")))
+    if os.name == "posix":  # FIFOs, devices and byte-string names are POSIX things
+        os.mkfifo(proj / "fifo.jsonl")
+        links = {"zero.jsonl": "/dev/zero", "null.jsonl": "/dev/null", "urandom.jsonl": "/dev/urandom",
+                 "dangling.jsonl": str(root / "nowhere.jsonl"), "loop.jsonl": str(proj / "loop.jsonl")}
+        for name, target in links.items():
+            os.symlink(target, proj / name)
+        (proj / "folder.jsonl").mkdir()
+        bad_name = os.fsencode(proj) + b"/\xff\xfe-not-utf8.jsonl"
+        with open(bad_name, "wb") as fh:
+            fh.write(T.line(T.user("x", "in a file whose name is not UTF-8")))
     # A subagent file whose records carry wrong types too.
     sub = proj / s1 / "subagents" / "agent-a1.jsonl"
     sub_mark = _Marks(c, "d")

@@ -33,6 +33,7 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=timedelta(seconds=10), database=
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.function_scoped_fixture])
 IDENT = ev.Identity("acme", "bob", "laptop")
+pytestmark = pytest.mark.timeout(300 + EXAMPLES // 2)  # a long campaign must not be cut by the suite's timeout
 
 # ---- strategies ---------------------------------------------------------------------------------------------
 
