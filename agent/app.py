@@ -21,7 +21,12 @@ def writable_cache(cfg: Config, path: Path | None = None) -> Any:
 
     publish = cfg.sync.publish
     cfg.paths.ensure()
-    return open_cache(path or cfg.paths.cache_db, route=lambda e: route(e, publish))
+    transform = None
+    if cfg.redact.local:
+        from cxsync.sync.redact import redact_event
+
+        transform = redact_event
+    return open_cache(path or cfg.paths.cache_db, route=lambda e: route(e, publish), transform=transform)
 
 
 def roots(cfg: Config) -> list[Path]:
@@ -66,6 +71,14 @@ def open_log(cfg: Config, *, lazy: bool = False) -> Any:
     def opener() -> Any:
         return _open(cfg.sync.target, cfg.identity.tenant, api_version=cfg.sync.api_version,
                      tls=tls or None, cluster_file=cfg.sync.cluster_file)
+
+    if cfg.redact.push:
+        from cxsync.sync.redact import RedactingLog
+
+        plain = opener
+
+        def opener() -> Any:  # every append leaves the machine redacted
+            return RedactingLog(plain())
 
     if not lazy:
         return opener()

@@ -84,11 +84,13 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from cxsync.agent import cli_admin, cli_agent, cli_query
+    from cxsync.agent import cli_admin, cli_agent, cli_knowledge, cli_maintenance, cli_query
 
     cli_query.register(main)
     cli_admin.register(main)
     cli_agent.register(main)
+    cli_maintenance.register(main)
+    cli_knowledge.register(main)
     try:
         from cxsync.agent import cli_desktop
     except ImportError:  # pragma: no cover - the desktop commands ship with the package

@@ -24,6 +24,8 @@ from typing import Any, Mapping
 from cxsync.sync.errors import ConfigError
 from cxsync.agent.paths import Paths, resolve_paths, secure_file
 
+log = logging.getLogger("cxsync.config")
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -53,10 +55,11 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "sync": frozenset({"target", "publish", "subscribe", "api_version", "cluster_file", "batch_events",
                        "batch_bytes", "needs_credential", "tls_cert", "tls_key", "tls_ca", "tls_cert_path",
                        "tls_key_path", "tls_ca_path", "tls_verify_peers", "tls_disable_plaintext"}),
+    "backup": frozenset({"daily", "dir", "keep"}),
+    "redact": frozenset({"push", "local"}),
 }
 _TRUE, _FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", "no", "off", ""})
 
-log = logging.getLogger("cxsync.config")
 
 
 def _sanitize(name: str, fallback: str) -> str:
@@ -89,12 +92,31 @@ class SyncConfig:
 
 
 @dataclass(frozen=True)
+class BackupConfig:
+    daily: bool = False  # the running agent takes a backup once a day
+    dir: Path | None = None  # None: <data dir>/backups
+    keep: int = 7
+
+
+@dataclass(frozen=True)
+class RedactConfig:
+    push: bool = True  # secrets are replaced in every event before it leaves the machine
+    local: bool = False  # also in the local cache (the verbatim records included)
+
+
+@dataclass(frozen=True)
 class Config:
     paths: Paths
     identity: Identity
     roots: tuple[Path, ...] | None  # None: discover the defaults
     sync: SyncConfig
     source: Path
+    backup: BackupConfig = field(default_factory=BackupConfig)
+    redact: RedactConfig = field(default_factory=RedactConfig)
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.backup.dir or self.paths.data_dir / "backups"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -105,6 +127,8 @@ class Config:
             "sync": {"target": self.sync.target, "publish": list(self.sync.publish),
                      "subscribe": list(self.sync.subscribe), "api_version": self.sync.api_version,
                      "cluster_file": self.sync.cluster_file},
+            "backup": {"daily": self.backup.daily, "dir": str(self.backup_dir), "keep": self.backup.keep},
+            "redact": {"push": self.redact.push, "local": self.redact.local},
         }
 
 
@@ -209,7 +233,7 @@ def load_config(overrides: Mapping[str, Any] | None = None, env: Mapping[str, st
     env = dict(os.environ) if env is None else dict(env)
     paths = resolve_paths(env)
     raw = _read_file(paths.config_file)
-    for section in ("identity", "transcripts", "sync"):
+    for section in ("identity", "transcripts", "sync", "backup", "redact"):
         if section in raw and not isinstance(raw[section], dict):
             raise ConfigError(f"config key [{section}] must be a table")
     _warn_unknown(raw, paths.config_file)
@@ -285,4 +309,26 @@ def load_config(overrides: Mapping[str, Any] | None = None, env: Mapping[str, st
     sync = SyncConfig(target or "none", tuple(publish), tuple(subscribe), api_version,
                       str(cluster_file) if cluster_file else None, tls, batch_events, batch_bytes,
                       needs_credential)
-    return Config(paths, identity, roots, sync, paths.config_file)
+    return Config(paths, identity, roots, sync, paths.config_file, _backup_config(raw.get("backup", {})),
+                  _redact_config(raw.get("redact", {})))
+
+
+def _redact_config(r: Mapping[str, Any]) -> RedactConfig:
+    values = {k: r.get(k, default) for k, default in (("push", True), ("local", False))}
+    for k, v in values.items():
+        if not isinstance(v, bool):
+            raise ConfigError(f"config key redact.{k} must be true or false, got {v!r}")
+    if not values["push"]:
+        log.warning("redact.push = false: secrets in transcripts are uploaded as they are")
+    return RedactConfig(**values)
+
+
+def _backup_config(b: Mapping[str, Any]) -> BackupConfig:
+    daily, keep, folder = b.get("daily", False), b.get("keep", 7), b.get("dir")
+    if not isinstance(daily, bool):
+        raise ConfigError(f"config key backup.daily must be true or false, got {daily!r}")
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ConfigError(f"config key backup.keep must be a positive integer, got {keep!r}")
+    if folder is not None and (not isinstance(folder, str) or not folder.strip()):
+        raise ConfigError(f"config key backup.dir must be a folder path, got {folder!r}")
+    return BackupConfig(daily, Path(os.path.expanduser(folder)) if folder else None, keep)

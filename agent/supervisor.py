@@ -110,6 +110,7 @@ class Supervisor:
         self._credential_backend: str | None = None
         self.clock_interval = CLOCK_INTERVAL
         self.unreadable_rescan = UNREADABLE_RESCAN
+        self.knowledge_interval = 30.0
         self.wall_clock: Callable[[], float] = time.time  # replaceable: tests simulate a suspend
         self.wakeups = 0
         self.cache: Any = None
@@ -136,6 +137,9 @@ class Supervisor:
         self.control.start()
         self._spawn("ingest", self._ingest_loop)
         self._spawn("clock", self._clock_loop)
+        if self.cfg.backup.daily:
+            self._spawn("backup", self._backup_loop)
+        self._spawn("knowledge", self._knowledge_loop)
         self._start_watchers()
         self._spawn("credentials", self._probe_credentials)
         self._publish_state()
@@ -447,6 +451,27 @@ class Supervisor:
         if wrote:
             self._push_wake.set()
         self._publish_state()
+
+    def _knowledge_loop(self) -> None:
+        """Extraction over what was captured since the last pass: one cheap check when nothing was."""
+        from cxsync.agent.extract import run
+
+        ident = app.identity(self.cfg)
+        while not self.stop_event.wait(self.knowledge_interval):
+            if self._paused:
+                continue
+            try:
+                n = run(self.cache, ident)
+                if n:
+                    log.info("extracted %d knowledge item(s)", n)
+                    self._push_wake.set()
+            except Exception:  # noqa: BLE001 - extraction is best effort; capture and sync go on
+                log.exception("knowledge extraction failed")
+
+    def _backup_loop(self) -> None:
+        from cxsync.cache.backup import run_daily
+
+        run_daily(self.cfg.paths.cache_db, self.cfg.backup_dir, self.cfg.backup.keep, self.stop_event)
 
     def _clock_loop(self) -> None:
         # The monotonic clock stops while the machine sleeps; the wall clock does not.

@@ -218,22 +218,30 @@ def _apply_records(conn: apsw.Connection, e: ev.ContextEvent, seq: int, agg: _Se
                      " AND title_rank <= :r", {"t": r["title"], "r": int(r["title_rank"]), "sid": target})
 
 
+def _insert_item(conn: apsw.Connection, e: ev.ContextEvent, k: Mapping[str, Any], hashes: Sequence[str]) -> None:
+    conn.execute(
+        "INSERT OR IGNORE INTO knowledge(knowledge_id, knowledge_type, extracted_data, source_hashes, project,"
+        " created_at, user_id, session_id, title, occurred_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        (str(k["id"]), k.get("type"), orjson.dumps(k).decode(), orjson.dumps(list(hashes)).decode(),
+         k.get("project"), e.timestamp, e.user, k.get("session"), k.get("title"), k.get("occurred_at")))
+
+
 def _apply_knowledge(conn: apsw.Connection, e: ev.ContextEvent, seq: int, agg: _SessionAgg) -> None:
     if e.type == ev.KNOWLEDGE_EXTRACTED:
-        k = e.data["knowledge"]
-        hashes = e.data.get("source_message_hashes") or []
-        msg = None
-        if hashes:
-            hit = conn.execute("SELECT id FROM messages WHERE hash=? LIMIT 1", (hashes[0],)).fetchone()
-            msg = hit[0] if hit else None
-        conn.execute(
-            "INSERT OR IGNORE INTO knowledge(knowledge_id, message_id, knowledge_type, extracted_data,"
-            " source_hashes, created_at) VALUES (?,?,?,?,?,?)",
-            (str(k["id"]), msg, k.get("type"), orjson.dumps(k).decode(), orjson.dumps(hashes).decode(),
-             e.timestamp))
-    else:
-        conn.execute("UPDATE knowledge SET shared_scope = ?, project = ? WHERE knowledge_id = ?",
-                     (e.data.get("scope"), e.data.get("project"), e.data.get("knowledge_id")))
+        _insert_item(conn, e, e.data["knowledge"], e.data.get("source_message_hashes") or [])
+        return
+    d = e.data
+    item = d.get("knowledge")
+    if isinstance(item, Mapping) and item.get("id") == d.get("knowledge_id"):
+        _insert_item(conn, e, item, item.get("sources") or [])  # a teammate's item arrives with its share
+    conn.execute(
+        "INSERT INTO knowledge_shares(knowledge_id, scope, project, shared, user_id, at, event_id)"
+        " VALUES (:k, :scope, :project, :shared, :user, :at, :eid) ON CONFLICT(knowledge_id, scope, project)"
+        " DO UPDATE SET shared = excluded.shared, user_id = excluded.user_id, at = excluded.at,"
+        " event_id = excluded.event_id WHERE (excluded.at, excluded.event_id) > (knowledge_shares.at,"
+        " knowledge_shares.event_id)",
+        {"k": d.get("knowledge_id"), "scope": d.get("scope"), "project": d.get("project") or "",
+         "shared": int(d.get("shared", True)), "user": e.user, "at": e.timestamp, "eid": e.event_id})
 
 
 _HANDLERS: dict[str, Callable[[apsw.Connection, ev.ContextEvent, int, _SessionAgg], Any]] = {

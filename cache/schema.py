@@ -170,4 +170,34 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         INSERT INTO counters(name, value) SELECT 'messages', count(*) FROM messages;
         """,
     ),
+    (
+        3,
+        "knowledge sharing",
+        """
+        -- Who an item belongs to and where it came from, for listing and recall without joining messages.
+        ALTER TABLE knowledge ADD COLUMN user_id TEXT;
+        ALTER TABLE knowledge ADD COLUMN session_id TEXT;
+        ALTER TABLE knowledge ADD COLUMN title TEXT;
+        ALTER TABLE knowledge ADD COLUMN occurred_at TEXT;
+        -- The latest share or unshare of each (item, scope): decided by (time, event id), so every cache that
+        -- has seen the same events agrees whatever order they arrived in.
+        CREATE TABLE knowledge_shares (
+            knowledge_id TEXT NOT NULL,
+            scope TEXT NOT NULL,
+            project TEXT NOT NULL DEFAULT '',
+            shared INTEGER NOT NULL,
+            user_id TEXT,
+            at TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            PRIMARY KEY (knowledge_id, scope, project)
+        );
+        -- Explained code blocks seen so far, by fingerprint: a pattern is one written in two sessions or more.
+        CREATE TABLE knowledge_candidates (
+            fingerprint TEXT NOT NULL,
+            session_id TEXT NOT NULL,
+            message_hash TEXT NOT NULL,
+            PRIMARY KEY (fingerprint, session_id)
+        );
+        """,
+    ),
 ]

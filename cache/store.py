@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+import apsw
 import orjson
 
 from cxsync.cache.apply import ApplyResult, Router, apply_in_tx
@@ -43,7 +45,8 @@ class OutboxRow:
 
 
 class Cache(_search.Queries):
-    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False, route: Router | None = None):
+    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False, route: Router | None = None,
+                 transform: Callable[[ev.ContextEvent], ev.ContextEvent] | None = None):
         self.path = Path(path)
         self.readonly = readonly
         self.conn = connect(self.path, readonly=readonly)
@@ -54,6 +57,7 @@ class Cache(_search.Queries):
                 self.conn.close()
                 raise
         self.route = route
+        self.transform = transform  # applied to local events before they are stored (e.g. redaction)
         self._lock = threading.RLock()  # one writer connection, shared by the agent's threads
 
     def close(self) -> None:
@@ -71,6 +75,8 @@ class Cache(_search.Queries):
               files: Sequence[Mapping[str, Any]] = (), cursor: tuple[str, bytes] | None = None,
               payloads: Mapping[str, bytes] | None = None) -> ApplyResult:
         """Apply events, file offsets and a stream cursor in ONE transaction: all of it lands or none."""
+        if origin == "local" and self.transform is not None:
+            events = [self.transform(e) for e in events]
         with self._lock, self.conn:
             res = apply_in_tx(self.conn, events, origin, self.route if origin == "local" else None, payloads)
             for f in files:
@@ -80,6 +86,13 @@ class Cache(_search.Queries):
                     "INSERT INTO cursors(stream, cursor, updated_at) VALUES (?,?,?) ON CONFLICT(stream) DO UPDATE"
                     " SET cursor=excluded.cursor, updated_at=excluded.updated_at", (cursor[0], cursor[1], now_iso()))
         return res
+
+    @contextmanager
+    def transaction(self) -> Iterator[apsw.Connection]:
+        """The writer connection inside one transaction, serialised with the other threads' writes: for the
+        cache's derived, local-only tables (what ``apply`` does not own)."""
+        with self._lock, self.conn:
+            yield self.conn
 
     def _save_file(self, f: Mapping[str, Any]) -> None:
         row = {c: f.get(c) for c in FILE_COLS}
@@ -233,6 +246,7 @@ class Cache(_search.Queries):
         return out
 
 
-def open_cache(path: str | os.PathLike[str], *, readonly: bool = False, route: Router | None = None) -> Cache:
+def open_cache(path: str | os.PathLike[str], *, readonly: bool = False, route: Router | None = None,
+               transform: Callable[[ev.ContextEvent], ev.ContextEvent] | None = None) -> Cache:
     """Open (creating and migrating when writable) the cache database at ``path``."""
-    return Cache(path, readonly=readonly, route=route)
+    return Cache(path, readonly=readonly, route=route, transform=transform)

@@ -220,12 +220,20 @@ def knowledge_extracted(ident: Identity, knowledge: Mapping[str, Any], source_ha
 SHARED_SCOPES = ("user", "team", "project", "public")
 
 
-def knowledge_shared(ident: Identity, knowledge_id: str, scope: str, project: str | None = None) -> ContextEvent:
+def knowledge_shared(ident: Identity, knowledge_id: str, scope: str, project: str | None = None, *,
+                     item: Mapping[str, Any] | None = None, shared: bool = True) -> ContextEvent:
+    """A person shared an item with a scope (``shared``), or withdrew it.  Each act is its own event (its time is in
+    the id), and the latest act per (item, scope) wins in every cache.  ``item`` travels along: subscribers of the
+    scope never see the owner's private stream, where the item was extracted."""
     if scope not in SHARED_SCOPES:
         raise ValueError(f"shared scope must be one of {', '.join(SHARED_SCOPES)}, not {scope!r}")
-    eid = make_event_id(KNOWLEDGE_SHARED, ident.tenant, ident.user, knowledge_id, scope, project or "")
-    return ContextEvent(KNOWLEDGE_SHARED, eid, ident.tenant, ident.user, ident.machine, utcnow_iso(),
-                        {"knowledge_id": knowledge_id, "scope": scope, "project": project})
+    at = utcnow_iso()
+    eid = make_event_id(KNOWLEDGE_SHARED, ident.tenant, ident.user, knowledge_id, scope, project or "",
+                        "share" if shared else "unshare", at)
+    data: dict[str, Any] = {"knowledge_id": knowledge_id, "scope": scope, "project": project, "shared": shared}
+    if item is not None:
+        data["knowledge"] = dict(item)
+    return ContextEvent(KNOWLEDGE_SHARED, eid, ident.tenant, ident.user, ident.machine, at, data)
 
 
 # ---- routing ------------------------------------------------------------------------------------------------

@@ -168,3 +168,12 @@ def test_cache_damaged_inside_says_so_for_reads_and_writes(tmp_path: Path, claud
             fh.write(bytes(range(256)) * 8)
     for args in (("query", "hello"), ("status",), ("import", "--root", str(claude_home))):
         assert_clean_failure(cx(*args, home=home), 1, "is damaged", "backup", "cxsync rebuild")
+
+
+def test_every_documented_section_loads_without_a_warning(tmp_path: Path) -> None:
+    home = tmp_path / "cxhome"
+    write_config(home, sync='target = "none"\nbatch_events = 100\nneeds_credential = false',
+                 extra='[transcripts]\nroots = []\n[backup]\ndaily = true\nkeep = 3\n[redact]\npush = true\n')
+    r = cx("config", "--json", home=home)
+    assert r.returncode == 0, r.stderr
+    assert "unknown config" not in r.stderr, r.stderr
