@@ -51,7 +51,7 @@ def register(main: click.Group) -> None:
             click.echo(f"{d['files']} files, {d['records']} records: {d['messages']} new messages, "
                        f"{d['sessions']} new sessions, {d['skipped_lines']} skipped lines"
                        + (f", {d['repaired']} records with fields of the wrong type" if d["repaired"] else ""))
-        for e in stats.errors:
+        for e in ing.problems.messages():  # a file that cannot be read was logged by the ingest, once
             click.echo(f"warning: {e}", err=True)
         if unreadable:
             click.echo(f"warning: {len(unreadable)} folder(s) could not be read; run `cxsync import` again once "
