@@ -151,7 +151,8 @@ def test_hostile_corpus_through_the_cli_and_a_running_agent(tmp_path: Path, corp
             fh.write(b"".join(lines))
         os.mkfifo(proj / "fifo-while-watched.jsonl")  # hostile files appearing under a running agent
         os.symlink("/dev/zero", proj / "zero-while-watched.jsonl")
-        (proj / "c0000000-0000-4000-8000-0000000b1a52.jsonl").write_bytes(corpus.binary.read_bytes())  # type: ignore[union-attr]
+        assert corpus.binary is not None
+        (proj / "c0000000-0000-4000-8000-0000000b1a52.jsonl").write_bytes(corpus.binary.read_bytes())
         s5 = "b0000000-0000-4000-8000-000000000005"
         T.write(corpus.projects / "-home-dev-created-later" / f"{s5}.jsonl", [T.user(s5, f"late project {mark()}")])
         wait_until(lambda: not _missing(db, corpus.markers), 30, 0.2,
