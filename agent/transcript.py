@@ -166,56 +166,64 @@ def token_count(v: Any) -> int | None:
     return None
 
 
+_ID, _STR, _FLAG, _ORIGIN, _MESSAGE = range(5)
+_KIND = {**{k: _ID for k in _ID_FIELDS}, **{k: _STR for k in _STR_FIELDS}, **{k: _FLAG for k in _FLAG_FIELDS},
+         "origin": _ORIGIN, "message": _MESSAGE}
+
+
 def validate_record(rec: dict[str, Any]) -> int:
     """Drop the fields of ``rec`` whose type the agent cannot use; 1 when something was dropped, else 0.
 
     The boundary between untrusted transcript text and the rest of the agent: envelope fields are strings
     (identifiers at most ``ID_MAX`` characters), flags are booleans, ``message`` is an object whose ``id`` and
-    ``model`` are strings and whose ``usage`` holds token counts in range.
+    ``model`` are strings and whose ``usage`` holds token counts in range.  One pass over the record's own keys
+    (every line goes through here: it must cost little next to parsing).
     """
+    drop: list[str] = []
+    repaired = False
+    for k, v in rec.items():
+        kind = _KIND.get(k)
+        if kind is None or v is None:
+            continue
+        t = type(v)
+        if kind == _STR:
+            ok = t is str
+        elif kind == _ID:
+            ok = t is str and len(v) <= ID_MAX
+        elif kind == _FLAG:
+            ok = t is bool
+        elif kind == _ORIGIN:
+            ok = t is dict and type(v.get("kind")) in (str, type(None))
+        else:
+            ok = t is dict
+            if ok and _validate_message(v):
+                repaired = True
+        if not ok:
+            drop.append(k)
+    for k in drop:
+        del rec[k]
+    return int(repaired or bool(drop))
+
+
+def _validate_message(msg: dict[str, Any]) -> bool:
     bad = False
-    for k in _ID_FIELDS:
-        v = rec.get(k)
-        if v is not None and not (isinstance(v, str) and len(v) <= ID_MAX):
-            del rec[k]
-            bad = True
-    for k in _STR_FIELDS:
-        v = rec.get(k)
-        if v is not None and not isinstance(v, str):
-            del rec[k]
-            bad = True
-    for k in _FLAG_FIELDS:
-        v = rec.get(k)
-        if v is not None and not isinstance(v, bool):
-            del rec[k]
-            bad = True
-    origin = rec.get("origin")
-    if origin is not None and not (isinstance(origin, dict) and isinstance(origin.get("kind"), (str, type(None)))):
-        del rec["origin"]
-        bad = True
-    msg = rec.get("message")
-    if msg is None:
-        return int(bad)
-    if not isinstance(msg, dict):
-        del rec["message"]
-        return 1
-    for k, limit in (("id", ID_MAX), ("model", ID_MAX), ("role", ID_MAX)):
+    for k in ("id", "model", "role"):
         v = msg.get(k)
-        if v is not None and not (isinstance(v, str) and len(v) <= limit):
+        if v is not None and not (type(v) is str and len(v) <= ID_MAX):
             del msg[k]
             bad = True
     usage = msg.get("usage")
-    if usage is not None:
-        if not isinstance(usage, dict):
-            del msg["usage"]
+    if usage is None:
+        return bad
+    if type(usage) is not dict:
+        del msg["usage"]
+        return True
+    for k in TOKEN_FIELDS:
+        v = usage.get(k)
+        if v is not None and token_count(v) is None:
+            del usage[k]
             bad = True
-        else:
-            for k in TOKEN_FIELDS:
-                v = usage.get(k)
-                if v is not None and token_count(v) is None:
-                    del usage[k]
-                    bad = True
-    return int(bad)
+    return bad
 
 
 # ---- content ------------------------------------------------------------------------------------------------
