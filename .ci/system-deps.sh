@@ -15,6 +15,8 @@ PACKAGES=(
     dbus-x11            # dbus-launch, used by some keyring set-ups
     libsecret-tools     # secret-tool: inspect the Secret Service by hand
     desktop-file-utils  # desktop-file-validate for the XDG autostart entry
+    python3-venv        # the README's venv quick start with Debian's own python3 (.ci/quickstart-debian.sh)
+    pipx                # the README's pipx quick start
 )
 
 missing=()

@@ -63,9 +63,20 @@ def register(main: click.Group) -> None:
     def paths(obj: Ctx, as_json: bool) -> None:
         """Print where cxsync keeps its config, cache, logs and runtime files, and the transcript roots."""
         from cxsync.agent import app
+        from cxsync.agent.paths import resolve_paths
 
-        cfg = obj.config()
-        data = {**cfg.paths.as_dict(), "transcript_roots": [str(r) for r in app.roots(cfg)]}
+        where = resolve_paths()
+        if where.config_file.exists():
+            cfg = obj.config()
+            data = {**cfg.paths.as_dict(), "transcript_roots": [str(r) for r in app.roots(cfg)]}
+        else:  # nothing set up yet: say where things will go without creating any of it
+            import os
+
+            from cxsync.agent.discovery import resolve_roots
+
+            env_roots = [Path(os.path.expanduser(r)) for r in os.environ.get("CXSYNC_ROOTS", "").split(os.pathsep)
+                         if r.strip()]
+            data = {**where.as_dict(), "transcript_roots": [str(r) for r in resolve_roots(env_roots or None)]}
         if as_json:
             emit_json(data)
             return

@@ -11,27 +11,9 @@ from cxsync.agent.cli import Ctx, emit_json
 
 
 def _fmt_status(s: dict) -> str:  # type: ignore[type-arg]
-    lines = [f"state        {s['state']}" + (f" (pid {s['pid']}, up {s['uptime_s']:.0f}s)" if s.get("uptime_s") else "")]
-    lines.append(f"cache        {s['messages']} messages in {s['sessions']} sessions")
-    lines.append(f"watching     {s['transcripts_watched']} transcripts")
-    for folder in s.get("unreadable_folders") or []:
-        lines.append(f"unreadable   {folder} (captured once readable)")
-    imp = s["import"]
-    if imp["total"]:
-        lines.append(f"import       {imp['done']}/{imp['total']} files")
-    lines.append(f"sync target  {s['target']}")
-    lines.append(f"outbox       {s['outbox']} pending" + (f", {s['quarantined']} quarantined" if s["quarantined"] else ""))
-    lines.append(f"last push    {s['last_push'] or 'never'}")
-    lines.append(f"last pull    {s['last_pull'] or 'never'}")
-    for name, st in s["streams"].items():
-        lag = f", lag {st['lag_s']}s" if st.get("lag_s") is not None else ""
-        lines.append(f"stream       {name}: cursor {st['cursor'] or '-'}{lag}")
-    lines.append(f"credentials  {s['credential_backend'] or 'unknown'}")
-    if s.get("last_error"):
-        lines.append(f"last error   {s['last_error'].get('title')}")
-        if s["last_error"].get("hint"):
-            lines.append(f"  hint       {s['last_error']['hint']}")
-    return "\n".join(lines)
+    from cxsync.agent.status_text import format_status  # local zone, relative times, sizes (issue 13)
+
+    return format_status(s)
 
 
 def register(main: click.Group) -> None:
@@ -89,7 +71,9 @@ def register(main: click.Group) -> None:
             if as_json:
                 emit_json(reply)
             else:
-                click.echo(f"{name}: ok" if reply.get("ok") else f"{name}: {reply.get('error')}")
+                from cxsync.agent.status_text import control_reply
+
+                click.echo(control_reply(name, reply))
 
     _control("pause", "Pause capture and sync in the running agent.")
     _control("resume", "Resume capture and sync in the running agent.")

@@ -45,7 +45,10 @@ def tray_command(ctx: click.Context) -> None:
     """Run the agent with a tray icon (needs a graphical session)."""
     from cxsync.tray.app import run_tray
 
-    code = run_tray(_config(ctx))
+    cfg = _config(ctx)
+    _note(f"cxsync tray started (pid {os.getpid()}); quit from its menu or with `cxsync stop`. "
+          f"Logs: {cfg.paths.log_file}")
+    code = run_tray(cfg)
     if code:
         ctx.exit(code)
 
@@ -58,6 +61,9 @@ def login_command(ctx: click.Context, token_stdin: bool) -> None:
     from cxsync.agent import credentials
 
     cfg = _config(ctx)
+    if not os.environ.get(credentials.ENV_TOKEN, "").strip():
+        # Ask the keyring first: a missing or locked keyring is NoCredentials now, not after the secret is typed.
+        credentials.get_secret(cfg.identity)
     if token_stdin:
         secret = sys.stdin.read().strip()
     else:

@@ -5,6 +5,7 @@
     [sync]                target = "sqlite:/path/log.db" | "fdb" | "fdb:/path/fdb.cluster" | "none"
                           publish = ["u/<user>"]   subscribe = ["u/<user>", "team"]
                           api_version = 730        cluster_file = "..."   tls_cert/tls_key/tls_ca = "..."
+    [paths]               "/Users/ada/src" = "/home/ada/src"   — where another machine's projects are here
 
 A bad value is a ConfigError naming the key, never a traceback.
 """
@@ -113,6 +114,7 @@ class Config:
     source: Path
     backup: BackupConfig = field(default_factory=BackupConfig)
     redact: RedactConfig = field(default_factory=RedactConfig)
+    path_map: tuple[tuple[str, str], ...] = ()  # [paths]: a project path elsewhere → the same project here
 
     @property
     def backup_dir(self) -> Path:
@@ -129,6 +131,7 @@ class Config:
                      "cluster_file": self.sync.cluster_file},
             "backup": {"daily": self.backup.daily, "dir": str(self.backup_dir), "keep": self.backup.keep},
             "redact": {"push": self.redact.push, "local": self.redact.local},
+            "paths": dict(self.path_map),
         }
 
 
@@ -309,8 +312,8 @@ def load_config(overrides: Mapping[str, Any] | None = None, env: Mapping[str, st
     sync = SyncConfig(target or "none", tuple(publish), tuple(subscribe), api_version,
                       str(cluster_file) if cluster_file else None, tls, batch_events, batch_bytes,
                       needs_credential)
-    return Config(paths, identity, roots, sync, paths.config_file, _backup_config(raw.get("backup", {})),
-                  _redact_config(raw.get("redact", {})))
+    return Config(paths, identity, roots, sync, paths.config_file, backup=_backup_config(raw.get("backup", {})),
+                  redact=_redact_config(raw.get("redact", {})), path_map=_path_map(raw.get("paths", {})))
 
 
 def _redact_config(r: Mapping[str, Any]) -> RedactConfig:
@@ -332,3 +335,13 @@ def _backup_config(b: Mapping[str, Any]) -> BackupConfig:
     if folder is not None and (not isinstance(folder, str) or not folder.strip()):
         raise ConfigError(f"config key backup.dir must be a folder path, got {folder!r}")
     return BackupConfig(daily, Path(os.path.expanduser(folder)) if folder else None, keep)
+
+
+def _path_map(section: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(section, dict):
+        raise ConfigError("config key [paths] must be a table", 'e.g. [paths] "/Users/ada/src" = "/home/ada/src"')
+    for source, target in section.items():
+        if not isinstance(target, str) or not source.strip() or not target.strip():
+            raise ConfigError(f"config key paths.{json.dumps(source)} = {target!r} is invalid",
+                              "map a project path on another machine to a path on this one, both non-empty strings")
+    return tuple((source, os.path.expanduser(target)) for source, target in section.items())

@@ -40,20 +40,12 @@ class Hit:
 
 
 _REL = re.compile(r"^(\d+)\s*([smhdw])$")
-MAX_QUERY_CHARS = 2_000  # bounds that keep one query from hanging the machine (issue 9)
-MAX_TERMS = 64
-MAX_PROJECT_CHARS = 4_096  # longer than any path
+MAX_PROJECT_CHARS = 4_096  # longer than any path: a longer --project is refused before SQLite sees it
 
 
-def check_bounds(text: str, project: str | None = None) -> None:
-    """Refuse, before any FTS5 work, a search too long or with too many terms to run in reasonable time."""
-    if len(text) > MAX_QUERY_CHARS:
-        raise QueryError(f"the search text is too long ({len(text):,} characters; the limit is {MAX_QUERY_CHARS:,})",
-                         "search for a few distinctive words instead")
-    terms = len(text.split())
-    if terms > MAX_TERMS:
-        raise QueryError(f"the search has too many terms ({terms:,}; the limit is {MAX_TERMS})",
-                         "search for a few distinctive words instead")
+def check_project(project: str | None) -> None:
+    """A ``--project`` too long to be a path is the user's mistake, said as such (never blamed on the search
+    text; SQLite would refuse the LIKE pattern as "too complex")."""
     if project is not None and len(project) > MAX_PROJECT_CHARS:
         raise QueryError(f"--project is too long ({len(project):,} characters; the limit is {MAX_PROJECT_CHARS:,})",
                          "give the project's path, or its last path component")
@@ -98,8 +90,10 @@ class Queries:
 
     def search(self, text: str, *, limit: int = 10, project: str | None = None, session: str | None = None,
                role: str | None = None, since: str | None = None, fts: bool = False) -> list[Hit]:
-        check_bounds(text, project)
-        query = text.strip() if fts else plain_to_fts(text)
+        check_project(project)
+        from cxsync.cache.querytext import to_fts  # plain words vs raw FTS5, and the query bounds
+
+        query = to_fts(text, fts=fts)
         if not query:
             raise QueryError("empty search", "give some words to look for")
         where = ["messages_fts MATCH :q"]
@@ -147,6 +141,7 @@ class Queries:
 
     def sessions(self, *, limit: int | None = None, project: str | None = None,
                  include_subagents: bool = False) -> list[dict[str, Any]]:
+        check_project(project)
         where = [] if include_subagents else ["s.session_id = s.root_session"]
         params: dict[str, Any] = {}
         if project:

@@ -49,7 +49,12 @@ def test_two_machines_converge_through_the_embedded_log(machines, real_fixtures)
     assert pulled["pulled"]["u/bob"]["applied"] == pushed["pushed"]
     for q in ("compaction", "phoenix server", "localStorage"):
         assert b.js("query", q, "--limit", "20") == a.js("query", q, "--limit", "20")
-    assert b.js("sessions") == a.js("sessions")
+    # the same sessions; each machine marks as remote the ones captured on the other (issue 13/14: `remote`)
+    def same(rows: list[dict]) -> list[dict]:  # type: ignore[type-arg]
+        return [{k: v for k, v in r.items() if k != "remote"} for r in rows]
+
+    assert same(b.js("sessions")) == same(a.js("sessions"))
+    assert all(r["remote"] for r in b.js("sessions")) and not any(r["remote"] for r in a.js("sessions"))
 
     s = "b0b0b0b0-0000-4000-8000-00000000b0b0"
     T.write(T.session_file(b.claude, s), [T.user(s, "desktop only question about quaternions"),

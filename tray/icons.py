@@ -108,3 +108,13 @@ def _badge(img: Image.Image, text: str) -> None:
     x0, y0 = x1 - w, y1 - h
     d.rounded_rectangle([x0, y0, x1, y1], radius=h / 2, fill=_BADGE, outline=_WHITE, width=max(1, big // 40))
     d.text((x0 + (w - tw) / 2 - left, y0 + (h - th) / 2 - top), text, font=font, fill=_WHITE)
+
+
+def fit(icon: Image.Image, width: int, height: int) -> Image.Image:
+    """``icon`` scaled to fit a ``width``×``height`` tray slot, aspect ratio kept, centred on its own corner colour
+    (a tray that hands out a 40×26 slot gets a round disc, not an ellipse)."""
+    side = max(1, min(width, height))
+    rgb = icon.convert("RGB")
+    out = Image.new("RGB", (max(1, width), max(1, height)), rgb.getpixel((0, 0)))
+    out.paste(rgb.resize((side, side), Image.Resampling.LANCZOS), ((width - side) // 2, (height - side) // 2))
+    return out

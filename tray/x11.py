@@ -10,7 +10,10 @@ never exited.  ``X11Icon`` fixes that without touching the drawing code:
 - only the UI loop's thread uses the main connection; other threads wake it through a second connection of
   their own (``_waker``), one request at a time;
 - the loop also ends right after running ``_stop``, instead of only on a DestroyNotify for its window;
-- the icon asks to be docked only when it is not docked (pystray re-docked on every icon change).
+- the icon asks to be docked only when it is not docked (pystray re-docked on every icon change);
+- the icon window selects ButtonPress events, so a click runs the default action (pystray 0.19 registers a
+  handler for them but never asks the server for them: under trayer a click did nothing);
+- the image keeps its aspect ratio in a slot that is not square (pystray stretched it).
 
 Importing this module connects to the X display (through pystray's backend): call ``icon_class`` only once a
 display is known to be there.
@@ -100,6 +103,22 @@ def icon_class(pystray: Any) -> Any:
                 window=window, client_type=atom, data=(32, (Xlib.X.CurrentTime, 0, 0, 0, 0))),
                 event_mask=Xlib.X.NoEventMask)
             self._waker.flush()
+
+        def _create_window(self) -> Any:
+            window = super()._create_window()
+            window.change_attributes(event_mask=Xlib.X.ExposureMask | Xlib.X.StructureNotifyMask
+                                     | Xlib.X.ButtonPressMask)
+            return window
+
+        def _assert_icon_data(self, width: int, height: int) -> None:
+            current: Any = getattr(self, "_icon_data", None)
+            if current and current.size == (width, height):
+                return
+            from cxsync.tray.icons import fit
+
+            data: Any = fit(self._icon, width, height)
+            data.tostring = data.tobytes  # what pystray's put_pil_image calls
+            self._icon_data = data
 
         def _assert_docked(self) -> None:
             if not self._systray_manager:
