@@ -198,3 +198,13 @@ def test_a_refused_file_is_warned_about_once_however_often_it_is_scanned(tmp_pat
         reports = [ing.import_all(reader_process=False).errors for _ in range(3)]
     assert all(any("fifo.jsonl" in e for e in r) for r in reports)  # every import reports it
     assert len([r for r in caplog.records if "fifo.jsonl" in r.getMessage()]) == 1  # the log hears it once
+
+
+def test_status_text_lists_each_unreadable_folder_as_data() -> None:
+    from cxsync.agent.status_text import format_status
+
+    text = format_status({"state": "idle", "unreadable_folders": ["/home/dev/.claude/projects/-locked",
+                                                                  "/home/dev/.claude/projects/\x1b[31mred"]})
+    lines = [ln for ln in text.splitlines() if ln.startswith("unreadable")]
+    assert len(lines) == 2 and lines[0].endswith("-locked (captured once readable)")
+    assert "\x1b" not in text  # a folder name never reaches the terminal as a control sequence
