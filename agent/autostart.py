@@ -11,8 +11,9 @@ On Linux ``mode="auto"`` picks the systemd user unit where a systemd user manage
 even outside a graphical session; a tray started later attaches to it) and the XDG entry elsewhere.  Both can be
 installed side by side (``mode="systemd"`` then ``mode="xdg"``).
 
-The templates below are the single source of truth; ``packaging/`` carries byte-identical copies for distro
-packagers (a test keeps them equal).  ``@CXSYNC@`` is the cxsync executable, ``@LOG_DIR@`` the log folder.
+Each file is built from data by the library of its format (configparser, plistlib); ``packaging/`` carries
+copies rendered with placeholders for distro packagers (a test keeps them equal): ``@CXSYNC@`` is the cxsync
+executable, ``@LOG_DIR@`` the log folder.
 
 ``systemctl --user`` is only ever run against the real home of the current user, never a ``home=`` override,
 so tests and ``--home`` style experiments cannot touch the user's session manager.
@@ -20,6 +21,8 @@ so tests and ``--home`` style experiments cannot touch the user's session manage
 
 from __future__ import annotations
 
+import configparser
+import io
 import logging
 import os
 import plistlib
@@ -44,88 +47,66 @@ WINDOWS_NAME = "cxsync-startup.cmd"
 # Where the systemd unit looks when no executable is found at install time (pip --user, pipx).
 DEFAULT_UNIT_EXE = "%h/.local/bin/cxsync"
 
-SYSTEMD_UNIT = """\
-[Unit]
-Description=cxsync: Claude Code context capture and sync agent
+# Each file is data, rendered by the library that knows its format (configparser, plistlib): no text template
+# to keep well-formed by hand.  Values naming the executable, the log folder or the profile are filled in by
+# ``render``.
 
-[Service]
-Type=simple
-ExecStart=@CXSYNC@ run
-Restart=on-failure
-RestartSec=10
-# 2: bad usage or config, 4: no credentials — restarting cannot fix either; see `journalctl --user -u cxsync`.
-RestartPreventExitStatus=2 4
-# The agent stops its threads within 10 s of SIGTERM; crash-only storage makes a kill harmless anyway.
-TimeoutStopSec=20
-Environment=PYTHONUNBUFFERED=1
+# systemd takes its unit files' keys case-sensitively and without spaces around "=".
+SYSTEMD_UNIT: dict[str, dict[str, str]] = {
+    "Unit": {"Description": "cxsync: Claude Code context capture and sync agent"},
+    "Service": {
+        "Type": "simple",
+        "ExecStart": "",  # the executable, quoted, then "run"
+        "Restart": "on-failure",
+        "RestartSec": "10",
+        # 2: bad usage or config, 4: no credentials: restarting cannot fix either (`journalctl --user -u cxsync`).
+        "RestartPreventExitStatus": "2 4",
+        # The agent stops its threads within 10 s of SIGTERM; crash-only storage makes a kill harmless anyway.
+        "TimeoutStopSec": "20",
+        "Environment": "",  # PYTHONUNBUFFERED=1, and the profile's CXSYNC_HOME when there is one
+    },
+    "Install": {"WantedBy": "default.target"},
+}
 
-[Install]
-WantedBy=default.target
-"""
+XDG_DESKTOP: dict[str, dict[str, str]] = {
+    "Desktop Entry": {
+        "Type": "Application",
+        "Name": "cxsync",
+        "GenericName": "Context sync",
+        "Comment": "Capture and sync Claude Code transcripts (tray icon)",
+        "Exec": "",  # the executable, quoted, then "tray"
+        "Icon": "cxsync",
+        "Terminal": "false",
+        "Categories": "Utility;",
+        "StartupNotify": "false",
+        "X-GNOME-Autostart-enabled": "true",
+        "X-GNOME-Autostart-Delay": "5",
+        "X-KDE-autostart-after": "panel",
+    },
+}
 
-XDG_DESKTOP = """\
-[Desktop Entry]
-Type=Application
-Name=cxsync
-GenericName=Context sync
-Comment=Capture and sync Claude Code transcripts (tray icon)
-Exec=@CXSYNC@ tray
-Icon=cxsync
-Terminal=false
-Categories=Utility;
-StartupNotify=false
-X-GNOME-Autostart-enabled=true
-X-GNOME-Autostart-Delay=5
-X-KDE-autostart-after=panel
-"""
-
-LAUNCHD_PLIST = """\
-<?xml version="1.0" encoding="UTF-8"?>
-<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
-<plist version="1.0">
-<dict>
-	<key>Label</key>
-	<string>io.coditect.cxsync</string>
-	<key>ProgramArguments</key>
-	<array>
-		<string>@CXSYNC@</string>
-		<string>tray</string>
-	</array>
-	<key>RunAtLoad</key>
-	<true/>
-	<key>KeepAlive</key>
-	<dict>
-		<key>SuccessfulExit</key>
-		<false/>
-	</dict>
-	<key>ThrottleInterval</key>
-	<integer>30</integer>
-	<key>LimitLoadToSessionType</key>
-	<string>Aqua</string>
-	<key>ProcessType</key>
-	<string>Interactive</string>
-	<key>StandardOutPath</key>
-	<string>@LOG_DIR@/launchd.out.log</string>
-	<key>StandardErrorPath</key>
-	<string>@LOG_DIR@/launchd.err.log</string>
-</dict>
-</plist>
-"""
+LAUNCHD_PLIST: dict[str, Any] = {
+    "Label": LAUNCHD_LABEL,
+    "ProgramArguments": [],  # the executable, then "tray"
+    "RunAtLoad": True,
+    "KeepAlive": {"SuccessfulExit": False},
+    "ThrottleInterval": 30,
+    "LimitLoadToSessionType": "Aqua",
+    "ProcessType": "Interactive",
+    "StandardOutPath": "launchd.out.log",  # in the log folder
+    "StandardErrorPath": "launchd.err.log",
+}
 
 # A .cmd in the Startup folder: no shortcut (.lnk) to build through COM, and `start /min` keeps the console
 # window out of the way while the tray runs.
-WINDOWS_CMD = (
-    "@echo off\r\n"
-    "rem cxsync: start the tray agent at login. Installed by `cxsync autostart enable`.\r\n"
-    'start "cxsync" /min "@CXSYNC@" tray\r\n'
-)
+WINDOWS_CMD: list[str] = [
+    "@echo off",
+    "rem cxsync: start the tray agent at login. Installed by `cxsync autostart enable`.",
+    # then `set "CXSYNC_HOME=…"` when there is a profile, and the start line
+]
 
-TEMPLATES: dict[str, str] = {
-    "systemd": SYSTEMD_UNIT,
-    "xdg": XDG_DESKTOP,
-    "launchd": LAUNCHD_PLIST,
-    "windows": WINDOWS_CMD,
-}
+KINDS = ("systemd", "xdg", "launchd", "windows")
+
 # Where each template lives in the source tree, relative to the repository root.
 PACKAGING_FILES: dict[str, str] = {
     "systemd": "packaging/systemd/cxsync.service",
@@ -213,39 +194,52 @@ def _desktop_quote(value: str) -> str:
     return ('"' + inner + '"').replace("\\", "\\\\")
 
 
+def _ini(sections: Mapping[str, Mapping[str, str]]) -> str:
+    cp = configparser.ConfigParser(interpolation=None)
+    cp.optionxform = str  # type: ignore[assignment, method-assign]  # keys keep their case
+    cp.read_dict(sections)
+    out = io.StringIO()
+    cp.write(out, space_around_delimiters=False)
+    return out.getvalue().rstrip("\n") + "\n"
+
+
 def render(kind: str, executable: str | None, log_dir: Path | None = None, cxsync_home: str | None = None) -> str:
-    """The autostart file of ``kind`` for ``executable`` (None: the template's default location)."""
-    if kind not in TEMPLATES:
-        raise UsageError(f"unknown autostart kind {kind!r}", f"use one of {', '.join(TEMPLATES)}")
-    text = TEMPLATES[kind]
+    """The autostart file of ``kind`` for ``executable`` (None: the default location for that kind)."""
+    if kind not in KINDS:
+        raise UsageError(f"unknown autostart kind {kind!r}", f"use one of {', '.join(KINDS)}")
     if kind == "systemd":
-        text = text.replace(PLACEHOLDER, _systemd_quote(executable) if executable else DEFAULT_UNIT_EXE)
-        if cxsync_home:
-            text = text.replace("Environment=PYTHONUNBUFFERED=1\n", "Environment=PYTHONUNBUFFERED=1\n"
-                                f"Environment={_systemd_quote('CXSYNC_HOME=' + cxsync_home, command=False)}\n")
-        return text
+        unit = {name: dict(keys) for name, keys in SYSTEMD_UNIT.items()}
+        unit["Service"]["ExecStart"] = f"{_systemd_quote(executable) if executable else DEFAULT_UNIT_EXE} run"
+        env = ["PYTHONUNBUFFERED=1"] + ([f"CXSYNC_HOME={cxsync_home}"] if cxsync_home else [])
+        unit["Service"]["Environment"] = " ".join(_systemd_quote(a, command=False) for a in env)
+        return _ini(unit)
     exe = executable or "cxsync"
     if kind == "xdg":
+        entry = {name: dict(keys) for name, keys in XDG_DESKTOP.items()}
         exec_line = f"{_desktop_quote(exe)} tray"
         if cxsync_home:
             exec_line = f"env {_desktop_quote('CXSYNC_HOME=' + cxsync_home)} {exec_line}"
-        return text.replace(f"Exec={PLACEHOLDER} tray", f"Exec={exec_line}")
+        entry["Desktop Entry"]["Exec"] = exec_line
+        return _ini(entry)
     if kind == "launchd":
-        data = plistlib.loads(text.encode("utf-8"))
+        data = dict(LAUNCHD_PLIST)
         data["ProgramArguments"] = [exe, "tray"]
         logs = str(log_dir) if log_dir else "/tmp"
-        data["StandardOutPath"] = data["StandardOutPath"].replace(LOG_PLACEHOLDER, logs)
-        data["StandardErrorPath"] = data["StandardErrorPath"].replace(LOG_PLACEHOLDER, logs)
+        data["StandardOutPath"] = f"{logs}/{LAUNCHD_PLIST['StandardOutPath']}"
+        data["StandardErrorPath"] = f"{logs}/{LAUNCHD_PLIST['StandardErrorPath']}"
         if cxsync_home:
             data["EnvironmentVariables"] = {"CXSYNC_HOME": cxsync_home}
         return plistlib.dumps(data, sort_keys=False).decode("utf-8")
     # windows: cmd.exe has no escape for a double quote inside a quoted argument; such a path cannot work.
     if '"' in exe:
         raise CxError(f"cannot write a start-up script for an executable path containing a quote: {exe}")
-    text = text.replace(PLACEHOLDER, exe)
-    if cxsync_home:
-        text = text.replace('start "cxsync"', f'set "CXSYNC_HOME={cxsync_home}"\r\nstart "cxsync"')
-    return text
+    lines = WINDOWS_CMD + ([f'set "CXSYNC_HOME={cxsync_home}"'] if cxsync_home else []) \
+        + [f'start "cxsync" /min "{exe}" tray']
+    return "".join(line + "\r\n" for line in lines)
+
+
+# The packaged copies (``packaging/``) for distro packagers: each kind rendered with the placeholders.
+TEMPLATES: dict[str, str] = {kind: render(kind, PLACEHOLDER, Path(LOG_PLACEHOLDER)) for kind in KINDS}
 
 
 def _write(path: Path, text: str) -> None:

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from cxsync.agent.cli import Ctx, emit_json
+
+
+def _hold(cfg: Any, role: str, agent_title: str, agent_hint: str) -> Any:
+    from cxsync.agent.lock import hold
+
+    cfg.paths.ensure()
+    return hold(cfg.paths.lock_file, role, agent_title=agent_title, agent_hint=agent_hint)
 
 
 def register(main: click.Group) -> None:
@@ -26,7 +34,11 @@ def register(main: click.Group) -> None:
         if not found:
             raise CxError("no transcript folder found: looked in " + ", ".join(str(r) for r in app.roots(cfg)),
                           "pass --root DIR, set CLAUDE_CONFIG_DIR, or [transcripts] roots in the config")
-        with app.writable_cache(cfg) as cache:
+        # One writer per cache: a second one would make the agent's writes fail and its capture stop.
+        with _hold(cfg, "import", "{agent} is running and already captures every transcript under its roots",
+                   "it read them all at start and watches them (`cxsync status` shows its progress); to import"
+                   " another folder, add it to [transcripts] roots and restart the agent, or stop it"
+                   " (`cxsync stop`), import, and start it again"), app.writable_cache(cfg) as cache:
             ing = app.ingestor(cfg, cache)
             show_bar = sys.stderr.isatty() and not as_json
             if show_bar:
@@ -105,15 +117,11 @@ def register(main: click.Group) -> None:
         from cxsync.agent import app
         from cxsync.cache.rebuild import rebuild_cache
 
-        from cxsync.sync.errors import CxError
-        from cxsync.agent.lock import holder
-
         cfg = obj.config()
-        cfg.paths.ensure()
-        pid = holder(cfg.paths.lock_file)
-        if pid:
-            raise CxError(f"the agent is running (pid {pid})", "stop it first: `cxsync stop`")
-        stats = rebuild_cache(cfg.paths.cache_db, lambda p: app.writable_cache(cfg, p))
+        # Held until the new database is in place: an agent started meanwhile waits for it, and then opens the
+        # rebuilt cache instead of writing into the one being swapped out.
+        with _hold(cfg, "rebuild", "{agent} is running", "stop it first: `cxsync stop`"):
+            stats = rebuild_cache(cfg.paths.cache_db, lambda p: app.writable_cache(cfg, p))
         if as_json:
             emit_json(stats)
         else:

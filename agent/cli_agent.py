@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -37,6 +38,7 @@ def register(main: click.Group) -> None:
     @click.pass_obj
     def run(obj: Ctx, polling: bool) -> None:
         """Run the agent in the foreground until SIGTERM/SIGINT or `cxsync stop`."""
+        from cxsync.agent.lock import holder_info
         from cxsync.agent.supervisor import AlreadyRunning, Supervisor
 
         cfg = obj.config()
@@ -44,6 +46,11 @@ def register(main: click.Group) -> None:
 
         def on_signal(signum: int, frame: object) -> None:
             sup.stop_event.set()
+            who = holder_info(cfg.paths.lock_file)
+            if who is None or who.pid != os.getpid():
+                # Still waiting for a one-shot command (rebuild, import) to release the cache: nothing has
+                # started that needs stopping, and the wait must not outlast the request to stop.
+                raise SystemExit(0)
 
         # Before start(): a SIGTERM that arrives while starting must still mean a clean stop.
         signal.signal(signal.SIGTERM, on_signal)
@@ -53,7 +60,7 @@ def register(main: click.Group) -> None:
         except AlreadyRunning as exc:
             click.echo(f"cxsync is already running (pid {exc.pid})")
             return
-        click.echo(f"cxsync agent running (pid {__import__('os').getpid()}); logs in {cfg.paths.log_file}", err=True)
+        click.echo(f"cxsync agent running (pid {os.getpid()}); logs in {cfg.paths.log_file}", err=True)
         while not sup.stop_event.wait(3600):
             pass
         stragglers = sup.stop(timeout=10.0)
@@ -87,12 +94,16 @@ def register(main: click.Group) -> None:
     def sync(obj: Ctx, once: bool, as_json: bool) -> None:
         """Sync with the event log once: push the outbox, then pull every subscribed stream."""
         from cxsync.agent import app
+        from cxsync.agent.cli_admin import _hold
         from cxsync.sync.engine import SyncEngine
 
         cfg = obj.config()
         event_log = app.open_log(cfg)
         try:
-            with app.writable_cache(cfg) as cache:
+            # The running agent owns the outbox and the cursors: `sync-now` is how to ask it for a sync.
+            with _hold(cfg, "sync", "{agent} is running and syncs continuously",
+                       "`cxsync sync-now` asks it to push and pull now; `cxsync status` shows its cursors"), \
+                    app.writable_cache(cfg) as cache:
                 engine = SyncEngine(cache, event_log, tenant=cfg.identity.tenant, subscribe=cfg.sync.subscribe,
                                     batch_events=cfg.sync.batch_events, batch_bytes=cfg.sync.batch_bytes)
                 summary = engine.sync_once()

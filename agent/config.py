@@ -22,7 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from cxsync.sync.errors import ConfigError
+from cxsync.sync.errors import ConfigError, InvalidValue
+from cxsync.sync.names import NAME_RE, NAME_RULE, STREAM_RE, STREAM_RULE
+from cxsync.sync.targets import parse_target
+from cxsync.sync.names import Identity as Identity  # one Identity: the config names the events' producer
 from cxsync.agent.paths import Paths, resolve_paths, secure_file
 
 log = logging.getLogger("cxsync.config")
@@ -32,8 +35,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
-_STREAM_RE = re.compile(r"^(team|u/[A-Za-z0-9._@+-]{1,128}|p/[A-Za-z0-9._-]{1,128})$")
 
 ENV_KEYS = {
     "CXSYNC_TENANT": ("identity", "tenant"),
@@ -66,13 +67,6 @@ _TRUE, _FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", 
 def _sanitize(name: str, fallback: str) -> str:
     cleaned = re.sub(r"[^A-Za-z0-9._@+-]", "-", name).strip("-.")[:64]
     return cleaned if cleaned and cleaned[0].isalnum() else fallback
-
-
-@dataclass(frozen=True)
-class Identity:
-    tenant: str
-    user: str
-    machine: str
 
 
 @dataclass(frozen=True)
@@ -254,9 +248,8 @@ def load_config(overrides: Mapping[str, Any] | None = None, env: Mapping[str, st
     ident = merged["identity"]
     for key in ("tenant", "user", "machine"):
         v = ident.get(key)
-        if not isinstance(v, str) or not _NAME_RE.match(v):
-            raise ConfigError(f"config key identity.{key} = {v!r} is invalid",
-                              "use 1-128 characters from A-Z a-z 0-9 . _ @ + -, starting with a letter or digit")
+        if not isinstance(v, str) or not NAME_RE.match(v):
+            raise ConfigError(f"config key identity.{key} = {v!r} is invalid", NAME_RULE)
     identity = Identity(ident["tenant"], ident["user"], ident["machine"])
 
     roots_val = merged["transcripts"].get("roots")
@@ -268,21 +261,17 @@ def load_config(overrides: Mapping[str, Any] | None = None, env: Mapping[str, st
     target = s.get("target", "none")
     if not isinstance(target, str):
         raise ConfigError(f"config key sync.target must be a string, got {target!r}")
-    target = target.strip()
-    scheme, colon, rest = target.partition(":")
-    if colon and scheme in ("sqlite", "fdb") and not rest.strip():
-        raise ConfigError(f"config key sync.target = {target!r} names no file",
-                          f'give the path after "{scheme}:", e.g. "sqlite:/path/to/log.db"')
-    if target and target != "none" and not re.match(r"^(sqlite:.+|fdb(:.+)?)$", target):
-        raise ConfigError(f"config key sync.target = {target!r} is invalid",
-                          'use "sqlite:/path/to/log.db", "fdb", "fdb:/path/to/fdb.cluster" or "none"')
+    try:
+        parsed = parse_target(target)
+    except InvalidValue as exc:  # "sqlite:" with no file says so, not just "invalid"
+        raise ConfigError(f"config key {exc.title}",
+                          'use "sqlite:/path/to/log.db", "fdb", "fdb:/path/to/fdb.cluster" or "none"') from None
     publish = _as_list("sync", "publish", s.get("publish", [f"u/{identity.user}"]))
     subscribe = _as_list("sync", "subscribe", s.get("subscribe", [f"u/{identity.user}", "team"]))
     for key, streams in (("publish", publish), ("subscribe", subscribe)):
         for st in streams:
-            if not _STREAM_RE.match(st):
-                raise ConfigError(f"config key sync.{key} has invalid stream {st!r}",
-                                  "streams are 'u/<user>', 'team' or 'p/<project>'")
+            if not STREAM_RE.match(st):
+                raise ConfigError(f"config key sync.{key} has invalid stream {st!r}", STREAM_RULE)
     try:
         if isinstance(s.get("api_version"), bool):
             raise TypeError
@@ -294,8 +283,8 @@ def load_config(overrides: Mapping[str, Any] | None = None, env: Mapping[str, st
     cluster_file = s.get("cluster_file")
     if cluster_file is not None and not isinstance(cluster_file, str):
         raise ConfigError(f"config key sync.cluster_file must be a path (a string), got {cluster_file!r}")
-    if target.startswith("fdb:"):
-        cluster_file = target[4:]
+    if parsed.scheme == "fdb" and parsed.location:
+        cluster_file = parsed.location
     for k, v in s.items():
         if k.startswith("tls_") and not isinstance(v, (str, bool, int)):
             raise ConfigError(f"config key sync.{k} must be a string, got {v!r}")

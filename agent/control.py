@@ -2,6 +2,10 @@
 
 ``multiprocessing.connection`` over a Unix socket (a named pipe on Windows) in the runtime dir, authenticated with
 a random key kept in a 0600 file beside it: only the same user can drive the agent.
+
+Each connection is served on a thread of its own, the authentication handshake included, under a time limit: a
+client that connects and says nothing (a hung tray, a stray ``nc``) ties up its own thread for a few seconds,
+never the accept loop, so ``pause`` and ``stop`` from everyone else still get through.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import os
 import secrets
 import sys
 import threading
-from multiprocessing.connection import Client, Connection, Listener
+from multiprocessing.connection import Client, Connection, Listener, answer_challenge, deliver_challenge
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,6 +25,7 @@ from cxsync.agent.paths import Paths, secure_file
 log = logging.getLogger("cxsync.control")
 
 COMMANDS = ("pause", "resume", "sync-now", "stop", "status", "ping")
+CLIENT_TIMEOUT = 5.0  # seconds a client may take to authenticate and to send its command
 
 
 def _address(paths: Paths) -> str:
@@ -63,7 +68,8 @@ class ControlServer:
             Path(addr).unlink(missing_ok=True)  # a stale socket of a killed agent; we hold the lock
         old = os.umask(0o077)
         try:
-            self.listener = Listener(addr, family=_family(), authkey=key)
+            # No authkey here: Listener.accept() would run the handshake on the accepting thread.
+            self.listener = Listener(addr, family=_family(), backlog=16)
         finally:
             os.umask(old)
         self.thread = threading.Thread(target=self._serve, name="control", daemon=True)
@@ -80,15 +86,22 @@ class ControlServer:
                     return
                 log.debug("control accept failed: %s", exc)
                 continue
-            except Exception as exc:  # noqa: BLE001 - a failed handshake (wrong key) must not kill the server
-                log.warning("control connection refused: %s", type(exc).__name__)
-                continue
+            if self._stop.is_set():
+                conn.close()
+                return
             threading.Thread(target=self._handle, args=(conn,), name="control-conn", daemon=True).start()
 
     def _handle(self, conn: Connection) -> None:
         with conn:
+            _limit_blocking(conn, CLIENT_TIMEOUT)
             try:
-                if not conn.poll(5):
+                deliver_challenge(conn, self._key)
+                answer_challenge(conn, self._key)
+            except Exception as exc:  # noqa: BLE001 - a wrong key, a silent or vanished client: refuse this one only
+                log.warning("control connection refused: %s", type(exc).__name__)
+                return
+            try:
+                if not conn.poll(CLIENT_TIMEOUT):
                     return
                 msg = conn.recv()
                 cmd = msg.get("cmd") if isinstance(msg, dict) else None
@@ -123,6 +136,22 @@ class ControlServer:
             self.paths.control_key.unlink(missing_ok=True)
         except OSError:
             pass
+
+
+def _limit_blocking(conn: Connection, seconds: float) -> None:
+    """Make every blocking read and write on ``conn`` fail after ``seconds`` instead of waiting forever."""
+    if sys.platform == "win32":  # pragma: no cover - a pipe has no such option; the thread is a daemon
+        return
+    import socket
+    import struct
+
+    sock = socket.socket(fileno=os.dup(conn.fileno()))  # a duplicate: closing it leaves ``conn`` open
+    try:
+        tv = struct.pack("ll", int(seconds), int((seconds % 1) * 1_000_000))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+    finally:
+        sock.close()
 
 
 def send(paths: Paths, command: str, timeout: float = 2.0) -> dict[str, Any]:

@@ -2,6 +2,10 @@
 
 One call of ``ingest_file`` may loop over several bounded batches; each batch is one ``cache.apply``
 transaction holding the messages, the records, the outbox rows and the new offset together.
+
+One way of reading, two seams: a ``Lookup`` answers what is held already (the cache, live; what a backfill
+produced and has not written yet, then the cache, in a backfill) and a sink takes the slices (``ApplyNow``: one
+transaction each, live; ``Batch``: a few large ones, in a backfill).
 """
 
 from __future__ import annotations
@@ -9,8 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -18,12 +23,14 @@ from cxsync.agent import transcript as tx
 from cxsync.agent.discovery import ScanProblems, TranscriptFile, classify, discover, projects_dir
 from cxsync.agent.tailer import FileState, tail
 from cxsync.cache import Cache
+from cxsync.cache.apply import message_origin, origin_of_raw, owner_rank
 from cxsync.sync import events as ev
 
 log = logging.getLogger("cxsync.ingest")
 
 RECORDS_PER_EVENT = 200
 SESSION_IDLE_END = 30 * 60  # a session whose file has been quiet this long is announced as ended
+OPEN_FILES = 256  # files whose last message is kept in memory
 
 
 @dataclass
@@ -50,43 +57,11 @@ class IngestStats:
                 "resets": self.resets, "errors": self.errors}
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
 def _state_from_row(path: str, row: dict[str, Any] | None) -> FileState | None:
     if not row:
         return None
     return FileState(path, row["inode"] or 0, row["dev"] or 0, row["offset"] or 0, row["line_no"] or 0,
                      row["head_len"] or 0, row["head_hash"] or "", row["size"] or 0, row["mtime"] or 0.0)
-
-
-class _Held:
-    """What a backfill produced but the cache may not show yet (queued, or being written by the writer thread).
-    Lookups consult it before the cache, so dedup and merging see everything produced so far."""
-
-    def __init__(self) -> None:
-        self.messages: dict[str, dict[str, Any]] = {}
-        self.sessions: set[str] = set()
-        self.records: set[str] = set()
-        self._file_keys: list[str] = []
-
-    def add(self, events: list[ev.ContextEvent]) -> None:
-        for e in events:
-            if e.type == ev.MESSAGE_INDEXED:
-                key = e.data["key"]
-                self.messages[key] = {"session": e.data["session"], "parts": e.data.get("parts", 1), "event": e}
-                self._file_keys.append(key)
-            elif e.type == ev.SESSION_STARTED:
-                self.sessions.add(e.data["session"])
-            elif e.type == ev.RECORDS_CAPTURED:
-                self.records.update(r["key"] for r in e.data.get("records", []))
-
-    def file_done(self) -> None:
-        # Merging only ever needs the events of the file being read; keep just the identity of the others.
-        for key in self._file_keys:
-            self.messages[key]["event"] = None
-        self._file_keys.clear()
 
 
 @dataclass
@@ -100,38 +75,160 @@ class Slice:
     deleted: str | None = None
 
 
-class _Batch:
-    def __init__(self) -> None:
-        self.done: int | None = None  # files of the backfill finished once this batch is written
+# ---- lookups: what ingest must know of what is held already ----------------------------------------------------
+
+
+@dataclass
+class Known:
+    """A message held already: its session, how many records it merges, and the session its records name."""
+
+    session: str
+    parts: int
+    _origin: str | None = None
+    _payload: bytes | None = None  # the stored event, decoded only if its origin is asked for (a copy)
+
+    @property
+    def origin(self) -> str | None:
+        if self._payload is not None:
+            self._origin, self._payload = message_origin(ev.decode(self._payload).data), None
+        return self._origin
+
+
+class Lookup:
+    """Live capture's view: the cache, where each slice is applied before the next one is read."""
+
+    def __init__(self, cache: Cache) -> None:
+        self.cache = cache
+
+    def session_known(self, session: str) -> bool:
+        return session in self.cache.known_sessions([session])
+
+    def messages(self, keys: Iterable[str]) -> dict[str, Known]:
+        return {k: Known(v["session"], v["parts"], _payload=v["event"])
+                for k, v in self.cache.known_messages(keys).items()}
+
+    def stored_message(self, key: str) -> dict[str, Any] | None:
+        """The stored version of a message (to merge a split message's later lines after a restart)."""
+        got = self.cache.known_messages([key]).get(key)
+        return dict(ev.decode(got["event"]).data) if got else None
+
+    def record_owners(self, keys: Iterable[str]) -> dict[str, tuple[str, str | None]]:
+        owners: dict[str, tuple[str, str | None]] = self.cache.record_owners(keys)
+        return owners
+
+    def produced(self, events: list[ev.ContextEvent]) -> None:
+        """Live: nothing to remember, the slice is in the cache before the next lookup."""
+
+
+class BackfillLookup(Lookup):
+    """A backfill's view: what it produced (queued, or being written by the other process) before the cache."""
+
+    def __init__(self, cache: Cache) -> None:
+        super().__init__(cache)
+        self.sessions: set[str] = set()
+        self.held: dict[str, Known] = {}
+        self.records: dict[str, tuple[str, str | None]] = {}  # key -> (session, the session its line names)
+
+    def session_known(self, session: str) -> bool:
+        return session in self.sessions or super().session_known(session)
+
+    def messages(self, keys: Iterable[str]) -> dict[str, Known]:
+        keys = list(keys)
+        out = super().messages([k for k in keys if k not in self.held])
+        out.update((k, self.held[k]) for k in keys if k in self.held)
+        return out
+
+    def stored_message(self, key: str) -> dict[str, Any] | None:
+        return None if key in self.held else super().stored_message(key)  # held: maybe not written yet
+
+    def record_owners(self, keys: Iterable[str]) -> dict[str, tuple[str, str | None]]:
+        keys = list(keys)
+        out = super().record_owners([k for k in keys if k not in self.records])
+        out.update((k, self.records[k]) for k in keys if k in self.records)
+        return out
+
+    def produced(self, events: list[ev.ContextEvent]) -> None:
+        for e in events:
+            if e.type == ev.MESSAGE_INDEXED:
+                self.held[e.data["key"]] = Known(e.data["session"], e.data.get("parts", 1), message_origin(e.data))
+            elif e.type == ev.SESSION_STARTED:
+                self.sessions.add(e.data["session"])
+            elif e.type == ev.RECORDS_CAPTURED:
+                self.records.update((r["key"], (e.data["session"], origin_of_raw(r.get("raw"))))
+                                    for r in e.data.get("records", []))
+
+
+# ---- sinks: where the slices go ---------------------------------------------------------------------------------
+
+
+class ApplyNow:
+    """Live capture: each slice is one transaction with the file offset it reaches."""
+
+    def __init__(self, ingestor: "Ingestor") -> None:
+        self.ing = ingestor
+
+    def put(self, sl: Slice) -> None:
+        cache = self.ing.cache
+        if sl.deleted:
+            cache.mark_file_deleted(sl.deleted)
+        elif sl.end is not None:
+            self.ing.end_session_if_idle(*sl.end)
+        elif sl.fstate is not None:
+            cache.apply(sl.events, "local", files=[sl.fstate])
+
+
+class Batch:
+    """A backfill: slices gathered into a few large transactions (FTS5 and the WAL both prefer them)."""
+
+    EVENTS = 3000
+
+    def __init__(self, ingestor: "Ingestor") -> None:
+        self.ing = ingestor
+        self._reset()
+
+    def _reset(self) -> None:
         self.payloads: dict[str, bytes] = {}  # events already encoded (by the reader process)
         self.events: list[ev.ContextEvent] = []
         self.files: list[dict[str, Any]] = []
         self.end_checks: list[tuple[tx.FileContext, FileState | None]] = []
+        self.done: int | None = None  # files of the backfill finished once this batch is written
+
+    def put(self, sl: Slice) -> None:
+        if sl.deleted:
+            self.flush()
+            self.ing.cache.mark_file_deleted(sl.deleted)
+        elif sl.end is not None:
+            self.end_checks.append(sl.end)
+        elif sl.fstate is not None:
+            self.events.extend(sl.events)
+            self.files.append(sl.fstate)
+            if len(self.events) >= self.EVENTS:
+                self.flush()
+
+    def flush(self, done: int | None = None) -> None:
+        cache = self.ing.cache
+        if self.events or self.files:
+            cache.apply(self.events, "local", files=self.files, payloads=self.payloads or None)
+        for ctx, state in self.end_checks:
+            self.ing.end_session_if_idle(ctx, state)
+        if done is not None:
+            cache.set_state(import_done=done)
+        self._reset()
 
 
 class Ingestor:
-    BATCH_EVENTS = 3000
-
     def __init__(self, cache: Cache, identity: ev.Identity, roots: Iterable[Path]) -> None:
         self.cache = cache
         self.identity = identity
         self.roots = [Path(r) for r in roots]
-        self._held: _Held | None = None
-        self._batch: _Batch | None = None
+        self.live = Lookup(cache)
+        # Per file, the last message read (a split assistant response may go on in the next read): its records,
+        # kept here so that the next read merges with them instead of decoding them back from the cache.  The
+        # files read most recently only: a backfill reads thousands once each, live capture a few many times.
+        self._open: OrderedDict[str, tuple[str, list[tx.Piece]]] = OrderedDict()
         self.problems = ScanProblems()  # of the last scan
         self._refused: set[str] = set()  # files already warned about as unreadable: rescans stay quiet
         self.stop: threading.Event | None = None  # set by the agent: a long file is left between two slices
-
-    def _flush(self) -> None:
-        batch = self._batch
-        if batch is None or not (batch.events or batch.files):
-            return
-        self._batch = _Batch()
-        self.cache.apply(batch.events, "local", files=batch.files, payloads=batch.payloads or None)
-        for ctx, state in batch.end_checks:
-            self._maybe_end_session(ctx, state)
-        if batch.done is not None:
-            self.cache.set_state(import_done=batch.done)
 
     # ---- discovery ------------------------------------------------------------------------------------------
 
@@ -153,37 +250,17 @@ class Ingestor:
     def ingest_file(self, tf: TranscriptFile, *, max_bytes: int = 8 << 20) -> IngestStats:
         """Capture what is new in one file now: each slice is applied before the next is read."""
         stats = IngestStats(files=1)
-        for sl in self.produce(tf, stats, max_bytes=max_bytes):
-            self._consume(sl)
+        sink = ApplyNow(self)
+        for sl in self.produce(tf, stats, self.live, max_bytes=max_bytes):
+            sink.put(sl)
         return stats
 
-    def _consume(self, sl: "Slice") -> None:
-        if sl.deleted:
-            self.cache.mark_file_deleted(sl.deleted)
-        elif sl.end is not None:
-            self._maybe_end_session(*sl.end)
-        elif sl.fstate is not None:
-            self.cache.apply(sl.events, "local", files=[sl.fstate])
-
-    def _hold(self, sl: "Slice") -> None:
-        """Backfill: gather slices into a few large transactions."""
-        assert self._batch is not None
-        if sl.deleted:
-            self._flush()
-            self.cache.mark_file_deleted(sl.deleted)
-        elif sl.end is not None:
-            self._batch.end_checks.append(sl.end)
-        elif sl.fstate is not None:
-            self._batch.events.extend(sl.events)
-            self._batch.files.append(sl.fstate)
-            if len(self._batch.events) >= self.BATCH_EVENTS:
-                self._flush()
-
-    def produce(self, tf: TranscriptFile, stats: IngestStats, *, max_bytes: int = 8 << 20) -> Iterator["Slice"]:
+    def produce(self, tf: TranscriptFile, stats: IngestStats, lookup: Lookup, *,
+                max_bytes: int = 8 << 20) -> Iterator[Slice]:
         """Read what is new in ``tf`` and yield it as slices of events, each with the file offset it reaches.
 
         Live, the caller applies each slice before asking for the next (the next one's lookups see it); in a
-        backfill the held set (``self._held``) stands in for what is not written yet.
+        backfill the lookup remembers what was produced and not written yet.
         """
         path = str(tf.path)
         row = self.cache.file_state(path)
@@ -199,6 +276,7 @@ class Ingestor:
             try:
                 res = tail(path, state, max_bytes=max_bytes)
             except FileNotFoundError:
+                self._open.pop(path, None)
                 if row is not None or state is not None:
                     log.info("transcript %s is gone; keeping everything captured from it", path)
                     yield Slice([], None, deleted=path)
@@ -211,6 +289,7 @@ class Ingestor:
                     log.warning("cannot read %s: %s", path, exc.strerror or exc)
                 return
             if res.reset:
+                self._open.pop(path, None)
                 stats.resets += 1
                 log.info("transcript %s was %s: re-reading it from the start", path, res.reason)
             stats.bytes += res.state.offset - (0 if res.reset or state is None else state.offset)
@@ -228,7 +307,7 @@ class Ingestor:
                 parent = next((p.record["sessionId"] for p in pieces if isinstance(p.record.get("sessionId"), str)),
                               None)
             ctx = self._context(tf, parent)
-            events, n_msgs, new_session = self._normalise(ctx, tf, pieces)
+            events, n_msgs, new_session = self._normalise(ctx, tf, pieces, lookup)
             stats.records += len(pieces)
             stats.messages += n_msgs
             stats.sessions += int(new_session)
@@ -240,8 +319,7 @@ class Ingestor:
                 "mtime": res.state.mtime, "malformed_add": malformed,
             }
             state = res.state
-            if self._held is not None:
-                self._held.add(events)
+            lookup.produced(events)
             yield Slice(events, fstate)
             limit = res.state.size if limit is None else limit
             if not res.more or res.state.offset >= limit or (self.stop is not None and self.stop.is_set()):
@@ -252,8 +330,6 @@ class Ingestor:
             log.warning("%s: %d unparseable line(s) skipped (line %s)", path, len(bad_lines), shown)
         if repaired:
             log.warning("%s: %d record(s) captured without their fields of the wrong type", path, repaired)
-        if self._held is not None:
-            self._held.file_done()
         if ctx is not None:
             yield Slice([], None, end=(ctx, state))
 
@@ -269,8 +345,8 @@ class Ingestor:
         ident = self.identity
         return tx.FileContext(session, root, par, tf.agent_id, str(tf.path), ident.tenant, ident.user, ident.machine)
 
-    def _normalise(self, ctx: tx.FileContext, tf: TranscriptFile,
-                   pieces: list[tx.Piece]) -> tuple[list[ev.ContextEvent], int, bool]:
+    def _normalise(self, ctx: tx.FileContext, tf: TranscriptFile, pieces: list[tx.Piece],
+                   lookup: Lookup) -> tuple[list[ev.ContextEvent], int, bool]:
         groups: dict[str, list[tx.Piece]] = {}
         others: list[tx.Piece] = []
         for p in pieces:
@@ -281,10 +357,7 @@ class Ingestor:
                 groups.setdefault(key, []).append(p)
         events: list[ev.ContextEvent] = []
         new_session = False
-        held = self._held
-        known_session = (held is not None and ctx.session in held.sessions) or \
-            ctx.session in self.cache.known_sessions([ctx.session])
-        if not known_session and (groups or others):
+        if (groups or others) and not lookup.session_known(ctx.session):
             first = next((p.record for p in pieces if isinstance(p.record.get("cwd"), str)), {})
             started = next((p.record["timestamp"] for p in pieces if isinstance(p.record.get("timestamp"), str)),
                            None)
@@ -295,77 +368,90 @@ class Ingestor:
                 "project_slug": tf.project_slug,
             }))
             new_session = True
-        held_msgs = {k: held.messages[k] for k in groups if held is not None and k in held.messages}
-        known = {**self.cache.known_messages([k for k in groups if k not in held_msgs]), **held_msgs}
-        indexed_at = _now()
+        known = lookup.messages(groups)
+        open_key, open_pieces = self._open.pop(ctx.source_file, ("", []))
+        indexed_at = ev.utcnow_iso()
         n_msgs = 0
         for key, group in groups.items():
             have = known.get(key)
-            if have is not None:
-                if have["session"] != ctx.session:
-                    continue  # the same record copied into another file (resume/fork): first capture stays
-                old_event = have["event"]
-                if old_event is None:  # held from an earlier file of this backfill: written already
-                    self._flush()
-                    stored = self.cache.known_messages([key]).get(key)
-                    if stored is None:  # not written yet (another process writes): keep the first capture
-                        continue
-                    old_event = stored["event"]
-                old = (old_event if isinstance(old_event, ev.ContextEvent) else ev.decode(old_event)).data
+            origin = _origin(group)
+            if have is not None and have.session != ctx.session:
+                # The same record copied into another file (resume/fork): only its owner's copy is kept, whichever
+                # file is read first (apply moves it to the owner when the owner's copy comes later).
+                if owner_rank(ctx.session, origin) > owner_rank(have.session, have.origin):
+                    continue
+                group = _dedupe_by_uuid(group)
+            elif have is not None:
+                # More lines of a message held already: a split response that went on after the last read.
+                if key == open_key:
+                    earlier = open_pieces
+                else:  # not read in this run (the agent restarted meanwhile): from its stored version
+                    old = lookup.stored_message(key) or {}
+                    earlier = tx.pieces_from_raws(old.get("records", []), old.get("lines", []))
                 seen = {p.raw for p in group}
-                merged = [p for p in tx.pieces_from_raws(old.get("records", []), old.get("lines", []))
-                          if p.raw not in seen] + group
-                merged = _dedupe_by_uuid(sorted(merged, key=lambda p: p.line))
-                if len(merged) <= have["parts"]:
+                merged = _dedupe_by_uuid(sorted([p for p in earlier if p.raw not in seen] + group,
+                                                key=lambda p: p.line))
+                if len(merged) <= have.parts:
                     continue
                 group = merged
             else:
                 group = _dedupe_by_uuid(group)
             msg = tx.build_message(group, ctx, indexed_at)
             if msg is not None:
+                if origin is not None:
+                    msg["origin"] = origin
                 events.append(ev.message_indexed(self.identity, msg))
                 n_msgs += 1
+        if groups:
+            last_key = next(reversed(groups))
+            if last_key == open_key:
+                last = _dedupe_by_uuid(sorted(open_pieces + groups[last_key], key=lambda p: p.line))
+            else:
+                last = groups[last_key]
+            self._open[ctx.source_file] = (last_key, last)
+        elif open_key:
+            self._open[ctx.source_file] = (open_key, open_pieces)
+        while len(self._open) > OPEN_FILES:
+            self._open.popitem(last=False)
         if others:
-            recs = []
-            for p in others:
-                key = tx.record_key(p.record, p.raw, tf.path.name)
-                r: dict[str, Any] = {"key": key, "type": p.record.get("type"), "line": p.line, "raw": p.raw}
-                t = tx.title_of(p.record)
-                if t:
-                    r["title_rank"], r["title"] = t
-                    if p.record.get("type") == "summary" and isinstance(p.record.get("leafUuid"), str):
-                        r["leaf_uuid"] = p.record["leafUuid"]
-                recs.append(r)
-            fresh = self.cache.known_records(r["key"] for r in recs)
-            if held is not None:
-                fresh |= {r["key"] for r in recs if r["key"] in held.records}
-            recs = [r for r in recs if r["key"] not in fresh]
-            for i in range(0, len(recs), RECORDS_PER_EVENT):
-                chunk = recs[i:i + RECORDS_PER_EVENT]
-                e = ev.records_captured(self.identity, ctx.session, chunk)
-                events.append(e)
+            events.extend(self._records(ctx, tf, others, lookup))
         return events, n_msgs, new_session
 
-    def _maybe_end_session(self, ctx: tx.FileContext, state: FileState | None, now: float | None = None) -> None:
-        """Claude Code writes no end marker: a session whose file has been quiet for a while has ended."""
-        import time
+    def _records(self, ctx: tx.FileContext, tf: TranscriptFile, others: list[tx.Piece],
+                 lookup: Lookup) -> list[ev.ContextEvent]:
+        recs = []
+        for p in others:
+            key = tx.record_key(p.record, p.raw, tf.path.name)
+            r: dict[str, Any] = {"key": key, "type": p.record.get("type"), "line": p.line, "raw": p.raw}
+            t = tx.title_of(p.record)
+            if t:
+                r["title_rank"], r["title"] = t
+                if p.record.get("type") == "summary" and isinstance(p.record.get("leafUuid"), str):
+                    r["leaf_uuid"] = p.record["leafUuid"]
+            recs.append(r)
+        owners = lookup.record_owners(r["key"] for r in recs)
+        # Known records are skipped, but for a copy that owns the record (see owner_rank): apply moves it.
+        recs = [r for r in recs if r["key"] not in owners or
+                (owners[r["key"]][0] != ctx.session and
+                 owner_rank(ctx.session, origin_of_raw(r["raw"])) < owner_rank(*owners[r["key"]]))]
+        return [ev.records_captured(self.identity, ctx.session, recs[i:i + RECORDS_PER_EVENT])
+                for i in range(0, len(recs), RECORDS_PER_EVENT)]
 
+    def end_session_if_idle(self, ctx: tx.FileContext, state: FileState | None, now: float | None = None) -> None:
+        """Claude Code writes no end marker: a session whose file has been quiet for a while has ended."""
         if state is None or (now or time.time()) - state.mtime < SESSION_IDLE_END:
             return
-        row = self.cache.conn.execute("SELECT message_count, last_at, ended_count FROM sessions WHERE session_id=?",
-                                      (ctx.session,)).fetchone()
-        if row is None or row[0] == 0 or row[2] == row[0]:
-            return
-        self.cache.apply([ev.session_ended(self.identity, ctx.session, row[0], row[1] or _now())], "local")
+        self.cache.end_session(ctx.session, lambda count, last_at: ev.session_ended(
+            self.identity, ctx.session, count, last_at or ev.utcnow_iso()))
 
     # ---- many files -----------------------------------------------------------------------------------------
 
     def import_all(self, progress: Callable[[TranscriptFile, int, int], None] | None = None, *,
                    reader_process: bool | None = None) -> IngestStats:
-        """Backfill every transcript in a few large transactions (FTS5 and the WAL both prefer them).
+        """Backfill every transcript in a few large transactions.
 
         A large backfill is read by a second process while this one writes (``cxsync.agent.backfill``);
-        ``CXSYNC_IMPORT_PROCESSES=1`` keeps it in one.
+        ``CXSYNC_IMPORT_PROCESSES=1`` keeps it in one, ``=2`` uses two whatever the size.
         """
         from cxsync.agent import backfill
 
@@ -373,36 +459,37 @@ class Ingestor:
         # Main sessions first so subagents find their parent's session in place.
         files.sort(key=lambda f: (f.kind != "main", str(f.path)))
         if reader_process is None:
-            reader_process = os.environ.get("CXSYNC_IMPORT_PROCESSES", "2") != "1" and \
-                sum(file_size(f.path) for f in files) >= backfill.MIN_BYTES
+            procs = os.environ.get("CXSYNC_IMPORT_PROCESSES", "").strip()
+            reader_process = procs == "2" or (procs != "1" and
+                                              sum(file_size(f.path) for f in files) >= backfill.MIN_BYTES)
         total = IngestStats(errors=self.problems.messages())
         self.cache.set_state(import_total=len(files), import_done=0)
-        self._held, self._batch = _Held(), _Batch()
-        try:
-            if reader_process:
-                results = backfill.read_in_process(self, files)
-            else:
-                results = self._read_here(files)
-            for i, (tf, slices, payloads, stats) in enumerate(results, 1):
-                total.add(stats)
-                self._batch.payloads.update((eid, ev.seal(raw)) for eid, raw in payloads.items())
-                for sl in slices:
-                    self._hold(sl)
-                if progress:
-                    progress(tf, i, len(files))
-                if i % 20 == 0 or i == len(files):
-                    self._batch.done = i
-                    self._flush()
-            self._flush()
-        finally:
-            self._held = self._batch = None
+        sink = Batch(self)
+        if reader_process:
+            results = backfill.read_in_process(self, files)
+        else:
+            results = self._read_here(files, BackfillLookup(self.cache))
+        for i, (tf, slices, payloads, stats) in enumerate(results, 1):
+            total.add(stats)
+            sink.payloads.update((eid, ev.seal(raw)) for eid, raw in payloads.items())
+            for sl in slices:
+                sink.put(sl)
+            if progress:
+                progress(tf, i, len(files))
+            if i % 20 == 0 or i == len(files):
+                sink.flush(done=i)
+        sink.flush()
         return total
 
-    def _read_here(self, files: list[TranscriptFile]) -> Iterator[tuple[Any, ...]]:
+    def _read_here(self, files: list[TranscriptFile], lookup: Lookup) -> Iterator[tuple[Any, ...]]:
         for tf in files:
             stats = IngestStats(files=1)
-            # A file read in several slices: hold each before reading the next, so merges see it.
-            yield tf, list(self.produce(tf, stats)), {}, stats
+            yield tf, list(self.produce(tf, stats, lookup)), {}, stats
+
+
+def _origin(group: list[tx.Piece]) -> str | None:
+    sid = group[0].record.get("sessionId") if group else None
+    return sid if isinstance(sid, str) else None
 
 
 def _dedupe_by_uuid(pieces: list[tx.Piece]) -> list[tx.Piece]:

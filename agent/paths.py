@@ -6,9 +6,11 @@ profiles).  Directories are created 0700 and files holding data or secrets are 0
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 APP = "cxsync"
 
@@ -63,12 +65,10 @@ class Paths:
         }
 
     def ensure(self) -> "Paths":
+        """Create the folders that are missing, private (0700).  A folder that exists is left as it is: it may
+        be the user's own (``CXSYNC_HOME=/tmp``), and changing its mode would lock others out of it."""
         for d in (self.config_dir, self.data_dir, self.state_dir, self.log_dir, self.runtime_dir):
-            d.mkdir(parents=True, exist_ok=True)
-            try:
-                os.chmod(d, 0o700)
-            except OSError:
-                pass
+            make_private_dirs(d)
         return self
 
 
@@ -93,6 +93,51 @@ def resolve_paths(env: dict[str, str] | None = None) -> Paths:
         Path(dirs.user_log_dir),
         runtime,
     )
+
+
+def make_private_dirs(path: Path) -> None:
+    """``mkdir -p`` where every folder created (and only those) is 0700, whatever the umask."""
+    missing: list[Path] = []
+    p = path
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:  # another process made it meanwhile: theirs to set
+            continue
+        try:
+            os.chmod(d, 0o700)  # mkdir's mode is filtered by the umask
+        except OSError:
+            pass
+
+
+def private_opener(path: str, flags: int) -> int:
+    """An ``opener`` for ``open()`` that creates the file 0600 (the umask can only narrow it further)."""
+    return os.open(path, flags, 0o600)
+
+
+def create_private(path: Path) -> None:
+    """Create ``path`` empty and 0600 unless it exists.  SQLite gives a database's ``-wal``, ``-shm`` and journal
+    files the mode of the database file, so creating the database this way first keeps all of them private."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+
+
+def private_rotating_log(path: Path, *, max_bytes: int, backups: int) -> logging.Handler:
+    """A rotating log handler whose every file, the first and each one opened after a rotation, is created 0600.
+    (Built on call: ``logging.handlers`` costs ``cxsync status`` start-up time it never needs.)"""
+    import logging.handlers
+
+    class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+        def _open(self) -> Any:
+            return open(self.baseFilename, self.mode, encoding=self.encoding, errors=self.errors,
+                        opener=private_opener)
+
+    return PrivateRotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
 
 
 def secure_file(path: Path) -> None:

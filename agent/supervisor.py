@@ -26,8 +26,9 @@ from typing import Any, Callable
 from cxsync.agent import app
 from cxsync.agent.config import Config
 from cxsync.sync.errors import CxError
-from cxsync.agent.lock import InstanceLock, holder
-from cxsync.agent.paths import secure_file
+from cxsync.agent.lock import AGENT, InstanceLock, holder
+from cxsync.agent.paths import private_rotating_log, secure_file
+from cxsync.sync.clock import utcnow_iso
 
 log = logging.getLogger("cxsync.agent")
 
@@ -47,9 +48,8 @@ class AlreadyRunning(CxError):
 
 def setup_file_logging(cfg: Config, level: int = logging.INFO) -> logging.Handler:
     cfg.paths.ensure()
-    handler = logging.handlers.RotatingFileHandler(cfg.paths.log_file, maxBytes=1_000_000, backupCount=5,
-                                                   encoding="utf-8")
-    secure_file(cfg.paths.log_file)
+    handler = private_rotating_log(cfg.paths.log_file, max_bytes=1_000_000, backups=5)
+    secure_file(cfg.paths.log_file)  # a log left by an older cxsync may have been created readable by others
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"))
     handler.setLevel(level)
     root = logging.getLogger("cxsync")
@@ -88,7 +88,7 @@ class Supervisor:
         self.cfg = config
         self.stop_event = threading.Event()
         self.force_polling = (os.environ.get("CXSYNC_POLLING") == "1") if force_polling is None else force_polling
-        self._lock = InstanceLock(config.paths.lock_file)
+        self._lock = InstanceLock(config.paths.lock_file, AGENT)
         self._dirty: set[str] = set()
         self._rescan = False
         self._dirty_lock = threading.Lock()
@@ -328,7 +328,7 @@ class Supervisor:
         return report
 
     def _set_error(self, title: str, hint: str) -> None:
-        self._error = {"title": title, "hint": hint, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        self._error = {"title": title, "hint": hint, "at": utcnow_iso("seconds")}
         self._publish_state()
 
     def _compute_state(self) -> str:

@@ -90,12 +90,49 @@ def _newer(a: tuple[int, str], b: tuple[int, str]) -> bool:
     return a > b
 
 
+# ---- copies: which session owns a record found in several files ------------------------------------------------
+#
+# Resume, continue and fork copy a conversation's records (same uuids) into a new file.  Which session owns such a
+# record must not depend on which file a machine happened to read first, or caches that saw the same files
+# disagree for good.  The owner is a pure function of the copies: the session the record itself names (its
+# ``sessionId``: copies keep the one they were born in; a subagent's names its parent), else the smallest
+# session id.  ``apply`` keeps the best copy whatever order they arrive in; ingest skips only copies that lose.
+
+
+def origin_of_raw(raw: Any) -> str | None:
+    """The ``sessionId`` a verbatim transcript line names, if any."""
+    if not isinstance(raw, str):
+        return None
+    try:
+        rec = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    sid = rec.get("sessionId") if isinstance(rec, dict) else None
+    return sid if isinstance(sid, str) else None
+
+
+def message_origin(data: Mapping[str, Any]) -> str | None:
+    """The session a message's records name (events from before the ``origin`` field: read from its lines)."""
+    origin = data.get("origin")
+    if isinstance(origin, str):
+        return origin
+    records = data.get("records")
+    return origin_of_raw(records[0]) if isinstance(records, list) and records else None
+
+
+def owner_rank(session: str, origin: str | None) -> tuple[int, str]:
+    """Smaller ranks own: a copy in the session its record names (or a subagent of it) before any other."""
+    native = origin is not None and (session == origin or session.startswith(origin + ":"))
+    return (0 if native else 1, session)
+
+
 class _SessionAgg:
     """Per-transaction session aggregates: one UPDATE per session per apply, not one per message."""
 
     def __init__(self) -> None:
         self.s: dict[str, dict[str, Any]] = {}
         self.new_messages = 0
+        self.recount: set[str] = set()  # sessions a message moved out of: their figures are recomputed
 
     def add(self, e: ev.ContextEvent, row: dict[str, Any], count: int, delta: list[int]) -> None:
         sid = row["session_id"]
@@ -147,6 +184,27 @@ class _SessionAgg:
                  "last": a["last"], "use_fp": int(use_fp), "fp": a["fp"], "fpat": a["fpat"],
                  "models": orjson.dumps(sorted(ml)).decode()})
         self.s.clear()
+        for sid in sorted(self.recount):
+            _recount(conn, sid)
+        self.recount.clear()
+
+
+def _recount(conn: apsw.Connection, sid: str) -> None:
+    """Recompute what a session's figures owe to its messages, from the rows it holds now."""
+    count, t0, t1, t2, t3, last = one_row(
+        conn, "SELECT count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),"
+        " coalesce(sum(cache_read_tokens), 0), coalesce(sum(cache_creation_tokens), 0), max(occurred_at)"
+        " FROM messages WHERE session_id = ?", (sid,)) or (0, 0, 0, 0, 0, None)
+    prompt = one_row(conn, "SELECT substr(content, 1, 500), occurred_at FROM messages WHERE session_id = ?"
+                     " AND is_prompt = 1 AND occurred_at IS NOT NULL ORDER BY occurred_at, key LIMIT 1", (sid,))
+    models = [r[0] for r in conn.execute("SELECT DISTINCT model FROM messages WHERE session_id = ? AND model IS NOT"
+                                         " NULL AND model != '<synthetic>' ORDER BY model", (sid,))]
+    conn.execute(
+        "UPDATE sessions SET message_count = ?, input_tokens = ?, output_tokens = ?, cache_read_tokens = ?,"
+        " cache_creation_tokens = ?, last_at = ?, first_prompt = ?, first_prompt_at = ?, models = ?"
+        " WHERE session_id = ?",
+        (count, t0, t1, t2, t3, last, prompt[0] if prompt else None, prompt[1] if prompt else None,
+         orjson.dumps(models).decode(), sid))
 
 
 def _apply_message(conn: apsw.Connection, e: ev.ContextEvent, seq: int, agg: _SessionAgg) -> bool:
@@ -163,14 +221,29 @@ def _apply_message(conn: apsw.Connection, e: ev.ContextEvent, seq: int, agg: _Se
     if old is None:  # cannot happen: the insert above was ignored because the key exists
         return False
     oid, oparts, ohash, ocontent, *otok = old[:8]
-    if old[8] != row["session_id"] or not _newer((row["parts"], row["hash"]), (oparts, ohash)):
-        return False  # a copy (resume/fork) or an older version: the first capture stays
+    osession = old[8]
+    if osession == row["session_id"]:
+        if not _newer((row["parts"], row["hash"]), (oparts, ohash)):
+            return False  # an older version of the message held
+    elif owner_rank(row["session_id"], message_origin(e.data)) > owner_rank(osession, _stored_origin(conn, oid)):
+        return False  # a copy (resume/fork) that does not own the record: the owner's stays
     row["id"] = oid
     conn.execute("INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', ?, ?)", (oid, ocontent))
     conn.execute(_UPDATE_MSG, row)
     conn.execute("INSERT INTO messages_fts(rowid, content) VALUES (?,?)", (oid, row["content"]))
-    agg.add(e, row, 0, [row[t] - o for t, o in zip(_TOKENS, otok)])
+    if osession == row["session_id"]:
+        agg.add(e, row, 0, [row[t] - o for t, o in zip(_TOKENS, otok)])
+    else:  # moved to its owner: counted there now, and the session it left is recounted from its rows
+        agg.add(e, row, 1, [row[t] for t in _TOKENS])
+        agg.new_messages -= 1
+        agg.recount.add(osession)
     return True
+
+
+def _stored_origin(conn: apsw.Connection, message_id: int) -> str | None:
+    hit = conn.execute("SELECT e.payload FROM messages m JOIN events e ON e.event_id = m.event_id WHERE m.id = ?",
+                       (message_id,)).fetchone()
+    return message_origin(ev.decode(hit[0]).data) if hit else None
 
 
 def _apply_session_started(conn: apsw.Connection, e: ev.ContextEvent, seq: int, agg: _SessionAgg) -> None:
@@ -202,8 +275,18 @@ def _apply_records(conn: apsw.Connection, e: ev.ContextEvent, seq: int, agg: _Se
     _ensure_session(conn, e, sid, e.data.get("root_session"))
     records = e.data.get("records", [])
     before = conn.total_changes()
+    held = {k: (o, osid) for k, o, osid in conn.execute(
+        "SELECT key, event_seq, session_id FROM records WHERE key IN (%s)" % ",".join("?" * len(records)),
+        [r["key"] for r in records])} if records else {}
     conn.executemany("INSERT OR IGNORE INTO records(key, session_id, type, line, event_seq) VALUES (?,?,?,?,?)",
-                     [(r["key"], sid, r.get("type"), r.get("line"), seq) for r in records])
+                     [(r["key"], sid, r.get("type"), r.get("line"), seq) for r in records if r["key"] not in held])
+    for r in records:  # copies of records held already: kept by the session that owns them
+        if r["key"] in held:
+            oseq, osid = held[r["key"]]
+            origin = origin_of_raw(r.get("raw"))
+            if osid != sid and owner_rank(sid, origin) < owner_rank(osid, _stored_record_origin(conn, oseq, r["key"])):
+                conn.execute("UPDATE records SET session_id = ?, type = ?, line = ?, event_seq = ? WHERE key = ?",
+                             (sid, r.get("type"), r.get("line"), seq, r["key"]))
     titled = [r for r in records if r.get("title") and int(r.get("title_rank") or 0)]
     if not titled or conn.total_changes() == before:
         return
@@ -216,6 +299,14 @@ def _apply_records(conn: apsw.Connection, e: ev.ContextEvent, seq: int, agg: _Se
                 target = hit[0]
         conn.execute("UPDATE sessions SET title = :t, title_rank = :r WHERE session_id = :sid"
                      " AND title_rank <= :r", {"t": r["title"], "r": int(r["title_rank"]), "sid": target})
+
+
+def _stored_record_origin(conn: apsw.Connection, seq: int, key: str) -> str | None:
+    hit = conn.execute("SELECT payload FROM events WHERE seq = ?", (seq,)).fetchone()
+    if hit is None:
+        return None
+    raw = next((r.get("raw") for r in ev.decode(hit[0]).data.get("records", []) if r.get("key") == key), None)
+    return origin_of_raw(raw)
 
 
 def _insert_item(conn: apsw.Connection, e: ev.ContextEvent, k: Mapping[str, Any], hashes: Sequence[str]) -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import errno
 import os
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import apsw
 
 from cxsync.cache.schema import MIGRATIONS
+from cxsync.sync.clock import utcnow_iso
 from cxsync.sync.errors import CxError
 
 class CacheError(CxError):
@@ -87,8 +87,7 @@ def one_row(conn: apsw.Connection, sql: str, args: Any = ()) -> tuple[Any, ...] 
     return None if row is None else tuple(row)
 
 
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+now_iso = utcnow_iso
 
 
 def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> apsw.Connection:

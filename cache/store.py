@@ -63,6 +63,24 @@ class Cache(_search.Queries):
     def close(self) -> None:
         self.conn.close()
 
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        """A write transaction that takes the write lock up front (BEGIN IMMEDIATE), so the busy timeout applies:
+        a deferred one that read first and then met another writer fails at once with BusyError."""
+        with self._lock:
+            if not self.conn.getautocommit():  # already inside one (a caller's transaction): nest
+                with self.conn:
+                    yield
+                return
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                if not self.conn.getautocommit():
+                    self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
     def __enter__(self) -> "Cache":
         return self
 
@@ -77,7 +95,7 @@ class Cache(_search.Queries):
         """Apply events, file offsets and a stream cursor in ONE transaction: all of it lands or none."""
         if origin == "local" and self.transform is not None:
             events = [self.transform(e) for e in events]
-        with self._lock, self.conn:
+        with self._write():
             res = apply_in_tx(self.conn, events, origin, self.route if origin == "local" else None, payloads)
             for f in files:
                 self._save_file(f)
@@ -91,7 +109,7 @@ class Cache(_search.Queries):
     def transaction(self) -> Iterator[apsw.Connection]:
         """The writer connection inside one transaction, serialised with the other threads' writes: for the
         cache's derived, local-only tables (what ``apply`` does not own)."""
-        with self._lock, self.conn:
+        with self._write():
             yield self.conn
 
     def _save_file(self, f: Mapping[str, Any]) -> None:
@@ -119,8 +137,20 @@ class Cache(_search.Queries):
         cols = FILE_COLS + ("malformed", "status")
         return [dict(zip(cols, r)) for r in self.conn.execute(f"SELECT {', '.join(cols)} FROM files ORDER BY path")]
 
+    def end_session(self, session: str, ended: Callable[[int, str | None], ev.ContextEvent]) -> bool:
+        """Announce that ``session`` ended, unless it has no messages or its last announcement still holds.
+        ``ended(message_count, last_at)`` makes the event; it is read and applied in one write transaction."""
+        with self._write():
+            row = self.conn.execute("SELECT message_count, last_at, ended_count FROM sessions WHERE session_id=?",
+                                    (session,)).fetchone()
+            if row is None or not row[0] or row[2] == row[0]:
+                return False
+            event = ended(int(row[0]), row[1])
+            apply_in_tx(self.conn, [self.transform(event) if self.transform else event], "local", self.route)
+        return True
+
     def mark_file_deleted(self, path: str) -> None:
-        with self._lock, self.conn:
+        with self._write():
             self.conn.execute("UPDATE files SET status='deleted', updated_at=? WHERE path=?", (now_iso(), path))
 
     @_locked
@@ -154,6 +184,25 @@ class Cache(_search.Queries):
             out.update(r[0] for r in self.conn.execute(q, chunk))
         return out
 
+    @_locked
+    def record_owners(self, keys: Iterable[str]) -> dict[str, tuple[str, str | None]]:
+        """For ingest's copies: the session holding each of these record keys, and the session its line names."""
+        from cxsync.cache.apply import origin_of_raw
+
+        keys = list(keys)
+        out: dict[str, tuple[str, str | None]] = {}
+        payloads: dict[int, dict[str, Any]] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            q = "SELECT key, session_id, event_seq FROM records WHERE key IN (%s)" % ",".join("?" * len(chunk))
+            for k, sid, n in self.conn.execute(q, chunk).fetchall():
+                key, session, seq = str(k), str(sid), int(n)  # type: ignore[arg-type]
+                if seq not in payloads:
+                    blob = scalar(self.conn, "SELECT payload FROM events WHERE seq=?", (seq,))
+                    payloads[seq] = {r["key"]: r.get("raw") for r in ev.decode(blob).data.get("records", [])}
+                out[key] = (session, origin_of_raw(payloads[seq].get(key)))
+        return out
+
     # ---- outbox ---------------------------------------------------------------------------------------------
 
     @_locked
@@ -172,13 +221,13 @@ class Cache(_search.Queries):
         return rows
 
     def ack(self, acks: Sequence[tuple[int, bytes]]) -> None:
-        with self._lock, self.conn:
+        with self._write():
             now = now_iso()
             self.conn.executemany("UPDATE outbox SET state='acked', cursor=?, acked_at=?, last_error=NULL"
                                   " WHERE seq=?", [(c, now, s) for s, c in acks])
 
     def record_failure(self, seqs: Sequence[int], error: str, *, quarantine: bool) -> None:
-        with self._lock, self.conn:
+        with self._write():
             self.conn.executemany(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ?, state = ? WHERE seq = ?",
                 [(error, "quarantined" if quarantine else "pending", s) for s in seqs])
@@ -215,7 +264,7 @@ class Cache(_search.Queries):
         return orjson.loads(row[0]) if row else default
 
     def set_state(self, **values: Any) -> None:
-        with self._lock, self.conn:
+        with self._write():
             self.conn.executemany(
                 "INSERT INTO state(key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                 [(k, orjson.dumps(v).decode()) for k, v in values.items()])

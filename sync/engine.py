@@ -13,9 +13,9 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
+from cxsync.sync.clock import utcnow_iso
 from cxsync.sync import events as ev
 from cxsync.sync.port import EventLog, LogError, PermanentLogError, TransientLogError
 
@@ -23,7 +23,7 @@ log = logging.getLogger("cxsync.sync")
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utcnow_iso("milliseconds")
 
 
 class Backoff:

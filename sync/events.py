@@ -16,13 +16,14 @@ import hashlib
 import threading
 import zlib
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
 import orjson
 import zstandard
 
+from cxsync.sync import clock
 from cxsync.sync.errors import CxError
+from cxsync.sync.names import Identity as Identity  # one Identity, defined with the name rules
 
 MESSAGE_INDEXED = "MessageIndexed"
 SESSION_STARTED = "SessionStarted"
@@ -61,8 +62,7 @@ class CodecError(CxError):
     """An encoded event could not be decoded (unknown version, corrupt bytes, missing field)."""
 
 
-def utcnow_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+utcnow_iso = clock.utcnow_iso
 
 
 def make_event_id(event_type: str, tenant: str, *identity: str) -> str:
@@ -170,13 +170,6 @@ def decode(blob: bytes) -> ContextEvent:
 # ---- constructors -------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Identity:
-    """Who produced an event: the tenant (organisation), the user, and the machine."""
-
-    tenant: str
-    user: str
-    machine: str
 
 
 def message_indexed(ident: Identity, message: Mapping[str, Any]) -> ContextEvent:

@@ -7,17 +7,15 @@ exactly like FoundationDB's versionstamps, and ``None`` means "before the first 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 from cxsync.sync.errors import CxError, InvalidValue
 from cxsync.sync.events import ContextEvent
+from cxsync.sync.names import validate_name as validate_name, validate_stream as validate_stream  # re-exported
 
 CURSOR_LEN = 12
 
-_STREAM_RE = re.compile(r"^(team|u/[A-Za-z0-9._@+-]{1,128}|p/[A-Za-z0-9._-]{1,128})$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
 
 
 class LogError(CxError):
@@ -63,22 +61,6 @@ class EventLog(Protocol):
         timeout."""
 
     def close(self) -> None: ...
-
-
-def validate_name(kind: str, value: str) -> str:
-    """Tenant, user and machine names: short, no separators, nothing that could escape a key prefix."""
-    if not isinstance(value, str) or not _NAME_RE.match(value):
-        raise InvalidValue(
-            f"invalid {kind} name {value!r}: use 1-128 characters from A-Z a-z 0-9 . _ @ + -, starting with a"
-            " letter or digit"
-        )
-    return value
-
-
-def validate_stream(stream: str) -> str:
-    if not isinstance(stream, str) or not _STREAM_RE.match(stream):
-        raise InvalidValue(f"invalid stream {stream!r}: expected 'u/<user>', 'team' or 'p/<project>'")
-    return stream
 
 
 def check_cursor(after: bytes | None) -> bytes | None:

@@ -272,7 +272,7 @@ class SqliteEventLog:
     def _touch_head(self, version: int) -> None:
         """Tell waiting processes that a commit is visible (after COMMIT: earlier they could look too soon)."""
         try:
-            fd = os.open(self._head_file, os.O_WRONLY | os.O_CREAT, 0o644)
+            fd = os.open(self._head_file, os.O_WRONLY | os.O_CREAT, 0o600)
             try:
                 os.write(fd, version.to_bytes(8, "big"))
             finally:
@@ -332,11 +332,15 @@ class SqliteEventLog:
                 " (an unmounted share? create the folder or fix sync.target)"
             )
         try:
+            # Created 0600 before SQLite opens it: SQLite gives -wal and -shm the database file's mode.
+            if not self.path.exists():
+                with suppress(FileExistsError):
+                    os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             conn = apsw.Connection(str(self.path), flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
         except apsw.NotADBError as exc:
             # Raised here rather than on first use when apsw.bestpractice hooks run at connect time.
             raise PermanentLogError(f"{self.path} is not a database (not a cxsync event log): {exc}") from exc
-        except apsw.Error as exc:
+        except (apsw.Error, OSError) as exc:
             raise TransientLogError(f"cannot open the sqlite event log {self.path}: {exc}") from exc
         try:
             self._configure(conn)

@@ -113,8 +113,9 @@ def test_rendered_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
 def test_rendered_unit_quotes_the_executable_and_carries_cxsync_home() -> None:
     cp = unit_parser(autostart.render("systemd", "/opt/100% real/cxsync", cxsync_home="/home/me/cx profile"))
     assert cp["Service"]["ExecStart"] == '"/opt/100%% real/cxsync" run'
-    text = autostart.render("systemd", "/opt/100% real/cxsync", cxsync_home="/home/me/cx profile")
-    assert 'Environment="CXSYNC_HOME=/home/me/cx profile"' in text.splitlines()
+    import shlex  # systemd splits Environment= like a shell: several assignments, each quoted if need be
+
+    assert shlex.split(cp["Service"]["Environment"]) == ["PYTHONUNBUFFERED=1", "CXSYNC_HOME=/home/me/cx profile"]
 
 
 def test_unit_without_a_found_executable_uses_the_user_bin_default() -> None:

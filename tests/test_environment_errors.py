@@ -118,7 +118,7 @@ def test_config_that_is_not_toml_is_a_usage_error(tmp_path: Path) -> None:
     assert_clean_failure(cx("status", home=home), 2, "not valid TOML")
 
 
-@pytest.mark.parametrize("target", ["sqlite:", "sqlite:   ", "fdb:"])
+@pytest.mark.parametrize("target", ["sqlite:", "sqlite:   "])
 def test_blank_sqlite_target_names_the_missing_file(tmp_path: Path, target: str) -> None:
     home = tmp_path / "cxhome"
     write_config(home, sync=f'target = "{target}"')

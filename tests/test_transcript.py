@@ -139,7 +139,7 @@ def test_a_file_growing_faster_than_it_is_read_waits_for_the_next_call(tmp_path:
         ing = Ingestor(cache, IDENT, [tmp_path])
         tf = TranscriptFile(path, "main", s, None, None, "-home-dev-proj")
         offsets = []
-        for sl in ing.produce(tf, IngestStats(), max_bytes=4096):
+        for sl in ing.produce(tf, IngestStats(), ing.live, max_bytes=4096):
             if sl.fstate is not None:
                 offsets.append(sl.fstate["offset"])
                 cache.apply(sl.events, "local", files=[sl.fstate])
@@ -159,7 +159,7 @@ def test_a_stop_request_leaves_a_long_file_between_two_slices(tmp_path: Path) ->
         ing.stop = threading.Event()
         tf = TranscriptFile(path, "main", s, None, None, "-home-dev-proj")
         offsets = []
-        for sl in ing.produce(tf, IngestStats(), max_bytes=4096):
+        for sl in ing.produce(tf, IngestStats(), ing.live, max_bytes=4096):
             if sl.fstate is not None:
                 offsets.append(sl.fstate["offset"])
                 cache.apply(sl.events, "local", files=[sl.fstate])

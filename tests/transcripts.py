@@ -87,3 +87,16 @@ def append_bytes(path: Path, data: bytes) -> None:
 
 def session_file(home: Path, session: str, slug: str = "-home-dev-proj") -> Path:
     return home / "projects" / slug / f"{session}.jsonl"
+
+
+def history(home: Path, id_prefix: str, sessions: int, messages: int) -> int:
+    """A backfill-sized history: ``sessions`` files of ``messages`` prompt/answer pairs; returns the message count.
+    ``id_prefix`` (8 hex digits) keeps the session ids of different tests apart."""
+    for s in range(sessions):
+        sid = f"{id_prefix}-0000-4000-8000-{s:012d}"
+        recs = []
+        for i in range(messages):
+            recs.append(user(sid, f"question {s} {i} " + "lorem ipsum dolor sit amet " * 8))
+            recs.extend(assistant_lines(sid, [text(f"answer {s} {i} " + "consectetur adipiscing " * 10)]))
+        write(session_file(home, sid), recs)
+    return sessions * messages * 2
