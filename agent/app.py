@@ -53,6 +53,21 @@ def sync_secret(cfg: Config) -> str | None:
     return secret
 
 
+def gateway_token(cfg: Config) -> Any:
+    """The gateway token, read from CXSYNC_TOKEN or the keyring when the adapter asks (again after a 401, so a
+    `cxsync login` is picked up without a restart); None when there is none: the adapter reports needs-auth."""
+    from cxsync.agent import credentials
+    from cxsync.sync.errors import CxError
+
+    def read() -> str | None:
+        try:
+            return credentials.get_secret(cfg.identity)
+        except CxError:
+            return None
+
+    return read
+
+
 def open_log(cfg: Config, *, lazy: bool = False) -> Any:
     """The configured EventLog; a clear error when sync is not configured.  ``lazy``: an unreachable log is
     opened later by the sync loops instead of failing now (offline at start-up is normal)."""
@@ -64,13 +79,15 @@ def open_log(cfg: Config, *, lazy: bool = False) -> Any:
                           f'set [sync] target = "sqlite:/path/to/log.db" (or "fdb") in {cfg.source}, '
                           "or CXSYNC_SYNC_TARGET")
     tls = dict(cfg.sync.tls)
-    secret = sync_secret(cfg)
+    gateway = cfg.sync.target.split(":", 1)[0].lower() in ("https", "http")
+    secret = None if gateway else sync_secret(cfg)
     if secret is not None:
         tls["password"] = secret
 
     def opener() -> Any:
         return _open(cfg.sync.target, cfg.identity.tenant, api_version=cfg.sync.api_version,
-                     tls=tls or None, cluster_file=cfg.sync.cluster_file)
+                     tls=tls or None, cluster_file=cfg.sync.cluster_file,
+                     token=gateway_token(cfg) if gateway else None)
 
     if cfg.redact.push:
         from cxsync.sync.redact import RedactingLog

@@ -55,8 +55,12 @@ def tray_command(ctx: click.Context) -> None:
 
 @click.command("login")
 @click.option("--token-stdin", is_flag=True, help="Read the credential from standard input instead of a prompt.")
+@click.option("--gateway", "gateway_url", default=None, metavar="URL",
+              help="Sync through this `cxsync serve` gateway: check the token there, store it, set sync.target.")
+@click.option("--tls-ca", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="With --gateway: the CA that signed the gateway's certificate (else the system CAs).")
 @click.pass_context
-def login_command(ctx: click.Context, token_stdin: bool) -> None:
+def login_command(ctx: click.Context, token_stdin: bool, gateway_url: str | None, tls_ca: str | None) -> None:
     """Store the sync credential (FDB TLS key passphrase or gateway token) in the OS keyring."""
     from cxsync.agent import credentials
 
@@ -64,6 +68,9 @@ def login_command(ctx: click.Context, token_stdin: bool) -> None:
     if not os.environ.get(credentials.ENV_TOKEN, "").strip():
         # Ask the keyring first: a missing or locked keyring is NoCredentials now, not after the secret is typed.
         credentials.get_secret(cfg.identity)
+    if gateway_url is not None:
+        _login_gateway(cfg, gateway_url, tls_ca, token_stdin)
+        return
     if token_stdin:
         secret = sys.stdin.read().strip()
     else:
@@ -78,6 +85,73 @@ def login_command(ctx: click.Context, token_stdin: bool) -> None:
     if os.environ.get(credentials.ENV_TOKEN, "").strip():
         _note(f"Note: {credentials.ENV_TOKEN} is set in this environment and takes precedence over the keyring.")
     _nudge_agent(cfg)
+
+
+def _login_gateway(cfg: Config, url: str, tls_ca: str | None, token_stdin: bool) -> None:
+    """Ask the gateway who the token is, adopt that tenant and user, store the token, point sync.target at it."""
+    from cxsync.agent import credentials
+    from cxsync.agent.config import Identity
+    from cxsync.sync.http_log import HttpEventLog
+    from cxsync.sync.targets import check_url
+    from cxsync.sync.port import LogError
+
+    url = check_url(url)
+    if token_stdin:
+        token = sys.stdin.read().strip()
+    else:
+        token = click.prompt(f"Gateway token for {url}", hide_input=True, default="", show_default=False,
+                             err=True).strip()
+    if not token:
+        raise UsageError("no token given", "paste the token `cxsync token create` printed, or pipe it to --token-stdin")
+    probe = HttpEventLog(url, cfg.identity.tenant, token, tls_ca=tls_ca)
+    try:
+        who = probe.whoami()
+    except LogError as exc:
+        raise CxError(f"the gateway did not accept the token: {exc.title}", exc.hint) from None
+    finally:
+        probe.close()
+    identity = Identity(str(who["tenant"]), str(who["user"]), cfg.identity.machine)
+    credentials.set_secret(identity, token)
+    changes = {"identity.tenant": identity.tenant, "identity.user": identity.user, "sync.target": url}
+    if tls_ca:
+        changes["sync.tls_ca"] = os.path.abspath(tls_ca)
+    if not cfg.sync.publish and not cfg.sync.subscribe or identity.user != cfg.identity.user:
+        changes["sync.publish"] = [f"u/{identity.user}"]  # type: ignore[assignment]
+        changes["sync.subscribe"] = [f"u/{identity.user}", "team", *(f"p/{p}" for p in who.get("projects", []))]  # type: ignore[assignment]
+    _update_config(cfg, changes)
+    _note(f"Logged in to {url} as {identity.user}@{identity.tenant}; token stored in {credentials.backend_name()},"
+          f" sync.target set in {cfg.source}.")
+    if os.environ.get(credentials.ENV_TOKEN, "").strip():
+        _note(f"Note: {credentials.ENV_TOKEN} is set in this environment and takes precedence over the keyring.")
+    _nudge_agent(cfg)
+
+
+def _update_config(cfg: Config, changes: dict[str, Any]) -> None:
+    """Set dotted keys in config.toml (the previous file is kept as config.toml.bak; comments are not kept)."""
+    import tomli_w
+
+    from cxsync.agent.paths import secure_file
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    path = cfg.source
+    data: dict[str, Any] = {}
+    if path.exists():
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        backup = path.with_name(path.name + ".bak")
+        backup.write_bytes(path.read_bytes())
+        secure_file(backup)
+    for dotted, value in changes.items():
+        section, _, key = dotted.partition(".")
+        data.setdefault(section, {})[key] = value
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("# cxsync configuration — see `cxsync paths` and the README\n" + tomli_w.dumps(data),
+                   encoding="utf-8")
+    secure_file(tmp)
+    os.replace(tmp, path)
 
 
 def _nudge_agent(cfg: Config) -> None:

@@ -167,9 +167,21 @@ def check_target(cfg: Any, mounts: str | None = None) -> Iterable[Check]:
         if fs and fs[1] in NETWORK_FS:
             yield Check("sync target", FAIL, f"{target} is on a network filesystem ({fs[1]} at {fs[0]})",
                         "SQLite's locking is unreliable over network filesystems: keep the log on a local disk "
-                        "and use FoundationDB (target = \"fdb\") to sync between machines")
+                        "and sync machines through `cxsync serve` (target = \"https://host:8443\")")
             return
         yield Check("sync target", OK, f"{target} (local filesystem {fs[1] if fs else 'unknown'})")
+        return
+    if target.startswith(("https://", "http://")):
+        import httpx
+
+        try:
+            status = httpx.get(f"{target.rstrip('/')}/v1/health", timeout=5,
+                               verify=cfg.sync.tls.get("ca") or True).status_code
+        except httpx.HTTPError as exc:
+            yield Check("sync target", FAIL, f"{target}: the gateway does not answer ({exc})",
+                        "is `cxsync serve` running there, and its certificate trusted (sync.tls_ca)?")
+            return
+        yield Check("sync target", OK if status == 200 else FAIL, f"{target} (gateway health: {status})")
         return
     if target.startswith("fdb"):
         import ctypes.util

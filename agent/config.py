@@ -2,7 +2,8 @@
 
     [identity]            tenant, user, machine — generated once if absent
     [transcripts]         roots = ["~/.claude", ...]    (default: discovered, see agent/discovery.py)
-    [sync]                target = "sqlite:/path/log.db" | "fdb" | "fdb:/path/fdb.cluster" | "none"
+    [sync]                target = "https://gateway:8443" | "sqlite:/path/log.db" | "fdb" | "fdb:/path/fdb.cluster"
+                          | "none"
                           publish = ["u/<user>"]   subscribe = ["u/<user>", "team"]
                           api_version = 730        cluster_file = "..."   tls_cert/tls_key/tls_ca = "..."
     [paths]               "/Users/ada/src" = "/home/ada/src"   — where another machine's projects are here
@@ -51,7 +52,7 @@ _LIST_KEYS = {("transcripts", "roots"), ("sync", "publish"), ("sync", "subscribe
 
 # Every key config.toml may hold: anything else is warned about with the nearest of these (a typo would
 # otherwise be ignored without a word).  Add a key here when you add one to the config.
-KNOWN_KEYS: dict[str, frozenset[str]] = {
+KNOWN_KEYS: dict[str, frozenset[str] | None] = {  # None: a table of the user's own keys
     "identity": frozenset({"tenant", "user", "machine"}),
     "transcripts": frozenset({"roots"}),
     "sync": frozenset({"target", "publish", "subscribe", "api_version", "cluster_file", "batch_events",
@@ -59,6 +60,7 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
                        "tls_key_path", "tls_ca_path", "tls_verify_peers", "tls_disable_plaintext"}),
     "backup": frozenset({"daily", "dir", "keep"}),
     "redact": frozenset({"push", "local"}),
+    "paths": None,
 }
 _TRUE, _FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", "no", "off", ""})
 
@@ -198,11 +200,12 @@ def _warn_unknown(raw: Mapping[str, Any], path: Path) -> None:
             log.warning("unknown config section [%s] in %s ignored%s", section, path,
                         f" (did you mean [{near[0]}]?)" if near else "")
             continue
-        if not isinstance(table, dict):
+        known = KNOWN_KEYS[section]
+        if not isinstance(table, dict) or known is None:
             continue
         for key in table:
-            if key not in KNOWN_KEYS[section]:
-                near = difflib.get_close_matches(key, sorted(KNOWN_KEYS[section]), n=1, cutoff=0.5)
+            if key not in known:
+                near = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.5)
                 log.warning("unknown config key %s.%s in %s ignored%s", section, key, path,
                             f" (did you mean {section}.{near[0]}?)" if near else "")
 
@@ -265,7 +268,8 @@ def load_config(overrides: Mapping[str, Any] | None = None, env: Mapping[str, st
         parsed = parse_target(target)
     except InvalidValue as exc:  # "sqlite:" with no file says so, not just "invalid"
         raise ConfigError(f"config key {exc.title}",
-                          'use "sqlite:/path/to/log.db", "fdb", "fdb:/path/to/fdb.cluster" or "none"') from None
+                          'use "https://gateway:8443", "sqlite:/path/to/log.db", "fdb", "fdb:/path/to/fdb.cluster"'
+                          ' or "none"') from None
     publish = _as_list("sync", "publish", s.get("publish", [f"u/{identity.user}"]))
     subscribe = _as_list("sync", "subscribe", s.get("subscribe", [f"u/{identity.user}", "team"]))
     for key, streams in (("publish", publish), ("subscribe", subscribe)):

@@ -317,6 +317,8 @@ class Supervisor:
 
     def _component(self, name: str) -> Callable[[str, BaseException | None], None]:
         def report(state: str, exc: BaseException | None) -> None:
+            if getattr(exc, "needs_auth", False):  # the gateway refused the token (sync/http_log.py)
+                state = "needs-auth"
             previous = self._components.get(name)
             if previous != state:
                 self._components[name] = state
@@ -335,7 +337,7 @@ class Supervisor:
         if self._paused:
             return "paused"
         comp = set(self._components.values())
-        if self._needs_auth:
+        if self._needs_auth or "needs-auth" in comp:
             return "needs-auth"
         if self._error and self._error["title"].startswith(("sync cannot start", "worker ")):
             return "error"

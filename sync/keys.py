@@ -17,6 +17,10 @@ below is the whole story (``T`` is the tenant, ``S`` a stream, ``VS`` a tuple-la
         "knowledge", id                                                -> (S, VS, kind): the knowledge index
         "metadata", "limits", "events"|"bytes"                         -> int64 little-endian (operator-set quota)
         "metadata", "usage", "events"|"bytes"                          -> int64 little-endian (atomic add)
+        "gateway", "tokens", TOKEN_ID                                  -> JSON token record (SHA-256, never the token)
+        "gateway", "revocations"                                       -> int64 LE epoch, +1 per revocation
+        "gateway", "quota", "events_per_day"|"bytes_stored"            -> int64 LE (operator-set)
+        "gateway", "usage", "events", DAY | "gateway", "usage", "bytes" -> int64 LE (atomic add)
 
 The auxiliary subspaces ("chunks", "heads", "event-ids") sit beside the streams inside the tenant's events
 subspace: ``validate_stream`` admits only ``team``, ``u/…`` and ``p/…``, so no stream can be named like them, and
@@ -116,6 +120,7 @@ class Keys:
         self._heads = self.events.subspace(("heads",))
         self._event_ids = self.events.subspace(("event-ids",))
         self._metadata = self.context.subspace(("metadata",))
+        self._gateway = self.context.subspace(("gateway",))
 
     # ---- the log -----------------------------------------------------------------------------------------
 
@@ -258,6 +263,36 @@ class Keys:
         if name not in QUOTA_NAMES:
             raise InvalidValue(f"quota name must be one of {QUOTA_NAMES}, not {name!r}")
         return bytes(self._metadata.pack(("usage", name)))
+
+    # ---- the gateway: tokens (by id, value a JSON record with the digest), revocation epoch, quotas ---------
+
+    def gateway_token(self, token_id: str) -> bytes:
+        return bytes(self._gateway.pack(("tokens", validate_name("token id", token_id))))
+
+    def gateway_token_range(self) -> tuple[bytes, bytes]:
+        r = self._gateway.range(("tokens",))
+        return r.start, r.stop
+
+    def gateway_token_id(self, key: bytes) -> str:
+        _, token_id = self._gateway.unpack(key)
+        return str(token_id)
+
+    def gateway_epoch(self) -> bytes:
+        """int64 LE, atomically incremented by every revocation: the key server processes watch."""
+        return bytes(self._gateway.pack(("revocations",)))
+
+    def gateway_quota(self, name: str) -> bytes:
+        if name not in ("events_per_day", "bytes_stored"):
+            raise InvalidValue(f"gateway quota must be events_per_day or bytes_stored, not {name!r}")
+        return bytes(self._gateway.pack(("quota", name)))
+
+    def gateway_usage(self, name: str, day: str | None = None) -> bytes:
+        """Events counted per UTC day (``day`` = YYYY-MM-DD), bytes in total (int64 LE, atomic add)."""
+        if name == "events" and day is not None:
+            return bytes(self._gateway.pack(("usage", "events", day)))
+        if name == "bytes" and day is None:
+            return bytes(self._gateway.pack(("usage", "bytes")))
+        raise InvalidValue(f"gateway usage is ('events', day) or ('bytes',), not {(name, day)!r}")
 
     # ---- whole tenant ------------------------------------------------------------------------------------
 

@@ -2,7 +2,9 @@
 
 Accepted forms::
 
-    sqlite:PATH          an embedded log in a SQLite file (relative to the current directory, ``~`` expanded)
+    sqlite:PATH          an embedded log in a SQLite file (relative to the current directory, ``~`` expanded);
+                         refused on a network filesystem (SQLite's WAL there can corrupt): use ``cxsync serve``
+    https://HOST:PORT    a ``cxsync serve`` gateway (``http://`` only on loopback); ``token`` and ``tls_ca`` opts
     fdb                  FoundationDB with the default cluster file
     fdb:CLUSTER_FILE     FoundationDB with that cluster file
     none / ""            sync is not configured (an error: nothing to open)
@@ -12,10 +14,12 @@ The FoundationDB adapter is imported only when asked for, so that everything els
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from cxsync.sync.errors import InvalidValue
 
@@ -23,14 +27,14 @@ if TYPE_CHECKING:  # parse_target serves the config, which `cxsync status` loads
     from cxsync.sync.port import EventLog
 
 CONFIG_HINT = 'cxsync config: [sync] target = "sqlite:/path/log.db"'
-ACCEPTED_FORMS = '"sqlite:PATH", "fdb" or "fdb:CLUSTER_FILE"'
+ACCEPTED_FORMS = '"sqlite:PATH", "https://gateway:port", "fdb" or "fdb:CLUSTER_FILE"'
 _SQLITE_OPTIONS = ("busy_timeout_ms", "notify", "recheck_interval")
 
 
 @dataclass(frozen=True)
 class Target:
-    scheme: str  # "none", "sqlite" or "fdb"
-    location: str | None = None  # the SQLite file as written, or the FoundationDB cluster file (None: default)
+    scheme: str  # "none", "sqlite", "https" (a gateway, http:// included) or "fdb"
+    location: str | None = None  # the SQLite file as written, the gateway URL, or the FoundationDB cluster file
 
 
 def parse_target(target: str) -> Target:
@@ -46,7 +50,36 @@ def parse_target(target: str) -> Target:
         return Target("sqlite", rest)
     if scheme == "fdb":
         return Target("fdb", rest or None)
+    if scheme in ("https", "http"):
+        return Target("https", check_url(spec))
     raise InvalidValue(f"unknown sync.target {target!r}: use {ACCEPTED_FORMS}, or none to turn sync off")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(url: str) -> str:
+    """The gateway's base URL; refuses plain http beyond loopback, credentials and paths in it."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise InvalidValue(f"sync.target {url!r} is not a gateway URL: use https://host:port")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise InvalidValue(f"sync.target {url!r} uses plain http to another machine: the token and your "
+                           "transcripts would cross the network unencrypted; use https://")
+    if parts.username or parts.password or parts.query or parts.fragment or parts.path not in ("", "/"):
+        raise InvalidValue(f"sync.target {url!r}: give only scheme, host and port (the token goes in the keyring)")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidValue(f"sync.target {url!r}: {exc}") from None
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
 
 
 def open_log(target: str, tenant: str, **opts: Any) -> EventLog:
@@ -66,7 +99,14 @@ def open_log(target: str, tenant: str, **opts: Any) -> EventLog:
         path = Path(os.path.expanduser(parsed.location))
         if not path.is_absolute():
             path = Path.cwd() / path
+        refuse_network_filesystem(path)
         return SqliteEventLog(path, tenant, **{k: opts[k] for k in _SQLITE_OPTIONS if k in opts})
+    if parsed.scheme == "https":
+        from cxsync.sync.http_log import HttpEventLog
+
+        tls = opts.get("tls") or {}
+        return HttpEventLog(str(parsed.location), tenant, opts.get("token"),
+                            tls_ca=opts.get("tls_ca") or tls.get("ca"))
     cluster_file = parsed.location or opts.get("cluster_file") or None  # fdb: the only scheme left
     if cluster_file is not None:
         cluster_file = os.path.expanduser(str(cluster_file))
@@ -74,3 +114,17 @@ def open_log(target: str, tenant: str, **opts: Any) -> EventLog:
 
     return FdbEventLog(tenant, cluster_file=cluster_file, api_version=opts.get("api_version", 730),
                        tls=opts.get("tls"))
+
+
+def refuse_network_filesystem(path: Path) -> None:
+    """An embedded log on NFS, SMB or sshfs can corrupt: say so, and name what to use instead."""
+    from cxsync.sync.netfs import network_filesystem
+
+    fstype = network_filesystem(path)
+    if fstype is not None:
+        raise InvalidValue(
+            f"sync.target sqlite:{path} is on a network filesystem ({fstype}): SQLite's WAL needs shared memory"
+            " and can corrupt or lose events there",
+            "to sync machines, run `cxsync serve` on one host (its log on a local disk) and point every agent at"
+            ' it: sync.target = "https://host:8443" (see README, "Sync your machines")',
+        )

@@ -173,7 +173,8 @@ def test_cache_damaged_inside_says_so_for_reads_and_writes(tmp_path: Path, claud
 def test_every_documented_section_loads_without_a_warning(tmp_path: Path) -> None:
     home = tmp_path / "cxhome"
     write_config(home, sync='target = "none"\nbatch_events = 100\nneeds_credential = false',
-                 extra='[transcripts]\nroots = []\n[backup]\ndaily = true\nkeep = 3\n[redact]\npush = true\n')
+                 extra='[transcripts]\nroots = []\n[backup]\ndaily = true\nkeep = 3\n[redact]\npush = true\n'
+                       '[paths]\n"/Users/ada/src" = "/home/ada/src"\n')
     r = cx("config", "--json", home=home)
     assert r.returncode == 0, r.stderr
     assert "unknown config" not in r.stderr, r.stderr

@@ -338,7 +338,7 @@ def test_an_unset_target_says_sync_is_not_configured_and_how_to_set_it(target: s
 def test_an_unknown_target_names_the_accepted_forms(target: str) -> None:
     with pytest.raises(ValueError) as err:
         open_log(target, "acme")
-    assert '"sqlite:PATH", "fdb" or "fdb:CLUSTER_FILE"' in str(err.value)
+    assert '"sqlite:PATH", "https://gateway:port", "fdb" or "fdb:CLUSTER_FILE"' in str(err.value)
 
 
 def test_an_invalid_tenant_is_refused_before_anything_is_created(tmp_path: Path) -> None:

@@ -7,6 +7,8 @@ Adapters:
   model     the in-memory reference (tests/contract/model.py) — keeps the model honest against the contract
   sqlite    SqliteEventLog on a file in tmp_path
   fdb-emu   FdbEventLog on the FoundationDB emulation (tests/fdbemu); skipped while either is not in the tree
+  gateway   HttpEventLog through a real `cxsync serve` app (uvicorn on 127.0.0.1, sqlite backend), one service
+            token per tenant
   fdb-real  FdbEventLog on the cluster named by CXSYNC_FDB_CLUSTER_FILE (marker fdb_real), a fresh tenant per
             test, cleared afterwards
 """
@@ -100,11 +102,29 @@ def _purge_fdb_tenants(cluster_file: str, tenants: list[str]) -> None:
             db.clear_range(r.start, r.stop)
 
 
-_ADAPTERS = {"model": _model, "sqlite": _sqlite, "fdb-emu": _fdb_emu, "fdb-real": _fdb_real}
+def _gateway(tmp_path: Path) -> tuple[Builder, Callable[[], None]]:
+    from cxsync.sync.http_log import HttpEventLog
+    from cxsync.sync.tokens import create_token
+    from tests.gateway_servers import ThreadServer, sqlite_backend
+
+    opener, store = sqlite_backend(tmp_path)
+    server = ThreadServer(opener, store).__enter__()
+    tokens: dict[str, str] = {}
+
+    def build(tenant: str) -> EventLog:
+        validate_name("tenant", tenant)
+        if tenant not in tokens:
+            tokens[tenant] = create_token(store, tenant, "contract", service=True)[0]
+        return HttpEventLog(server.url, tenant, tokens[tenant])
+
+    return build, server.stop
+
+
+_ADAPTERS = {"model": _model, "sqlite": _sqlite, "fdb-emu": _fdb_emu, "fdb-real": _fdb_real, "gateway": _gateway}
 _THREADLESS = {"model", "sqlite"}  # the FDB binding keeps a network thread for the life of the process
 
 
-@pytest.fixture(params=["model", "sqlite", "fdb-emu", pytest.param("fdb-real", marks=pytest.mark.fdb_real)])
+@pytest.fixture(params=["model", "sqlite", "fdb-emu", "gateway", pytest.param("fdb-real", marks=pytest.mark.fdb_real)])
 def adapter(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
