@@ -137,7 +137,8 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from cxsync.agent import cli_admin, cli_agent, cli_export, cli_knowledge, cli_maintenance, cli_query, cli_serve
+    from cxsync.agent import (cli_admin, cli_agent, cli_export, cli_knowledge, cli_maintenance, cli_query,
+                              cli_recall, cli_serve)
 
     cli_query.register(main)
     cli_admin.register(main)
@@ -145,6 +146,7 @@ def _register() -> None:
     cli_maintenance.register(main)
     cli_knowledge.register(main)
     cli_export.register(main)  # after cli_agent: `resume SESSION` extends the agent's argument-less `resume`
+    cli_recall.register(main)
     cli_serve.register(main)
     from cxsync.agent import cli_doctor
 
