@@ -138,9 +138,10 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 def _register() -> None:
     from cxsync.agent import (cli_admin, cli_agent, cli_export, cli_knowledge, cli_maintenance, cli_query,
-                              cli_recall, cli_serve)
+                              cli_recall, cli_serve, cli_stats)
 
     cli_query.register(main)
+    cli_stats.register(main)
     cli_admin.register(main)
     cli_agent.register(main)
     cli_maintenance.register(main)
@@ -181,6 +182,7 @@ EXAMPLES = {
     "autostart disable": "cxsync autostart disable",
     "autostart status": "cxsync autostart status --json",
     "doctor": "cxsync doctor",
+    "stats": "cxsync stats --top 5\ncxsync stats --json",
     "backup list": "cxsync backup list --json",
     "knowledge show": "cxsync knowledge show 3f2a",
     "search": "cxsync search flaky test",

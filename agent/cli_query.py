@@ -101,7 +101,7 @@ def local_machine(cfg: Any) -> str | None:
 
 def _label_fallback(cache: Any, session: str) -> list[str]:
     return [str(r[0]) for r in cache.conn.execute(
-        "SELECT content FROM messages WHERE session_id=? AND role='user' AND is_meta=0"
+        "SELECT cx_text(event_id) FROM messages WHERE session_id=? AND role='user' AND is_meta=0"
         " ORDER BY coalesce(occurred_at, ''), source_line LIMIT 50", (session,))]
 
 

@@ -228,7 +228,8 @@ def pattern(fingerprint: str, first: tuple[str, Msg, str, str, str], sessions: l
 
 # ---- the incremental runner ---------------------------------------------------------------------------------
 
-_MSG_COLS = "hash, role, content, session_id, project, occurred_at"
+_MSG_COLS = "hash, role, cx_text(event_id), session_id, project, occurred_at"  # the text lives in the stored event
+_MSG_COLS_M = "m.hash, m.role, cx_text(m.event_id), m.session_id, m.project, m.occurred_at"
 
 
 def run(cache: Any, ident: Any, *, batch: int = 200) -> int:
@@ -237,13 +238,16 @@ def run(cache: Any, ident: Any, *, batch: int = 200) -> int:
     from cxsync.sync import events as ev
 
     conn = cache.conn
-    upto = int(cache.get_state("knowledge_upto", 0) or 0)
-    top = int(conn.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()[0])
+    # The watermark is the stored events' sequence (the order messages arrived in): message ids are time-ordered,
+    # so a message imported late from an old transcript gets a low id.
+    upto = int(cache.get_state("knowledge_upto_seq", 0) or 0)
+    top = int(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
     if top <= upto:
         return 0
     me = ident.user
-    sessions = [r[0] for r in conn.execute("SELECT DISTINCT session_id FROM messages WHERE id > ? AND id <= ?"
-                                           " AND user_id = ?", (upto, top, me))]
+    arrived = "FROM messages m JOIN events e ON e.event_id = m.event_id WHERE e.seq > ? AND e.seq <= ?"
+    sessions = [r[0] for r in conn.execute(f"SELECT DISTINCT m.session_id {arrived} AND m.user_id = ?",
+                                           (upto, top, me))]
     items: list[Item] = []
     for sid in sessions:
         msgs = [Msg(*r) for r in conn.execute(
@@ -251,8 +255,8 @@ def run(cache: Any, ident: Any, *, batch: int = 200) -> int:
             " WHERE session_id = ?) AND session_id = ? AND user_id = ? ORDER BY occurred_at, id", (sid, sid, me))]
         items += decisions(msgs) + error_solutions(msgs)
     fresh = code_blocks(Msg(*r) for r in conn.execute(
-        f"SELECT {_MSG_COLS} FROM messages WHERE id > ? AND id <= ? AND role = 'assistant' AND has_code = 1"
-        " AND user_id = ?", (upto, top, me)))
+        f"SELECT {_MSG_COLS_M} {arrived} AND m.role = 'assistant' AND m.has_code = 1 AND m.user_id = ?",
+        (upto, top, me)))
     with cache.transaction() as tx:
         tx.executemany("INSERT OR IGNORE INTO knowledge_candidates(fingerprint, session_id, message_hash)"
                        " VALUES (?,?,?)", [(fp, m.session, m.hash) for fp, m, *_ in fresh])
@@ -266,5 +270,5 @@ def run(cache: Any, ident: Any, *, batch: int = 200) -> int:
     applied = 0
     for i in range(0, len(events), batch):
         applied += cache.apply(events[i:i + batch], "local").applied
-    cache.set_state(knowledge_upto=top)
+    cache.set_state(knowledge_upto_seq=top)
     return applied

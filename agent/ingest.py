@@ -479,6 +479,8 @@ class Ingestor:
             if i % 20 == 0 or i == len(files):
                 sink.flush(done=i)
         sink.flush()
+        # The WAL grew while the reader process held snapshots: give its space back now.
+        self.cache.checkpoint()
         return total
 
     def _read_here(self, files: list[TranscriptFile], lookup: Lookup) -> Iterator[tuple[Any, ...]]:

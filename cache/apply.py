@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import apsw
 import orjson
 
+from cxsync.cache import fts
 from cxsync.cache.db import now_iso, one_row, scalar
 from cxsync.sync import events as ev
 
@@ -68,12 +69,11 @@ def _message_row(e: ev.ContextEvent) -> dict[str, Any]:
     }
 
 
-_MSG_COLS = ["key", "hash", "content", "role", "source_type", "source_file", "source_line", "created_at",
+_MSG_COLS = ["key", "hash", "role", "source_type", "source_file", "source_line", "created_at",
              "occurred_at", "session_id", "root_session", "agent_id", "project", "tenant", "user_id", "machine",
              "content_length", "has_code", "has_markdown", "language_hints", "model", "input_tokens",
              "output_tokens", "cache_read_tokens", "cache_creation_tokens", "parts", "is_sidechain", "is_meta",
              "is_prompt", "kinds", "event_id"]
-_INSERT_MSG = (f"INSERT OR IGNORE INTO messages({', '.join(_MSG_COLS)}) VALUES ({', '.join('?' * len(_MSG_COLS))})")
 _UPDATE_MSG = ("UPDATE messages SET " + ", ".join(f"{c}=:{c}" for c in _MSG_COLS if c != "key")
                + " WHERE id=:id")
 _TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens")
@@ -195,7 +195,7 @@ def _recount(conn: apsw.Connection, sid: str) -> None:
         conn, "SELECT count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),"
         " coalesce(sum(cache_read_tokens), 0), coalesce(sum(cache_creation_tokens), 0), max(occurred_at)"
         " FROM messages WHERE session_id = ?", (sid,)) or (0, 0, 0, 0, 0, None)
-    prompt = one_row(conn, "SELECT substr(content, 1, 500), occurred_at FROM messages WHERE session_id = ?"
+    prompt = one_row(conn, "SELECT substr(cx_text(event_id), 1, 500), occurred_at FROM messages WHERE session_id = ?"
                      " AND is_prompt = 1 AND occurred_at IS NOT NULL ORDER BY occurred_at, key LIMIT 1", (sid,))
     models = [r[0] for r in conn.execute("SELECT DISTINCT model FROM messages WHERE session_id = ? AND model IS NOT"
                                          " NULL AND model != '<synthetic>' ORDER BY model", (sid,))]
@@ -208,29 +208,25 @@ def _recount(conn: apsw.Connection, sid: str) -> None:
 
 
 def _apply_message(conn: apsw.Connection, e: ev.ContextEvent, seq: int, agg: _SessionAgg) -> bool:
+    """A message whose key is already held: a copy (kept as first captured) or a version with more parts."""
     row = _message_row(e)
-    conn.execute(_INSERT_MSG, tuple([row[c] for c in _MSG_COLS]))  # positional binding: cheaper than named
-    if conn.changes():
-        rowid = conn.last_insert_rowid()
-        conn.execute("INSERT INTO messages_fts(rowid, content) VALUES (?,?)", (rowid, row["content"]))
+    old = one_row(
+        conn, "SELECT id, parts, hash, input_tokens, output_tokens, cache_read_tokens,"
+        " cache_creation_tokens, session_id FROM messages WHERE key=?", (row["key"],))
+    if old is None:
+        rows = _new_rows(conn, [(e, row)])
+        conn.executemany(_INSERT_MSG_WITH_ID, rows)
         agg.add(e, row, 1, [row[t] for t in _TOKENS])
         return True
-    old = one_row(
-        conn, "SELECT id, parts, hash, content, input_tokens, output_tokens, cache_read_tokens,"
-        " cache_creation_tokens, session_id FROM messages WHERE key=?", (row["key"],))
-    if old is None:  # cannot happen: the insert above was ignored because the key exists
-        return False
-    oid, oparts, ohash, ocontent, *otok = old[:8]
-    osession = old[8]
+    oid, oparts, ohash, *otok = old[:7]
+    osession = old[7]
     if osession == row["session_id"]:
         if not _newer((row["parts"], row["hash"]), (oparts, ohash)):
             return False  # an older version of the message held
     elif owner_rank(row["session_id"], message_origin(e.data)) > owner_rank(osession, _stored_origin(conn, oid)):
         return False  # a copy (resume/fork) that does not own the record: the owner's stays
     row["id"] = oid
-    conn.execute("INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', ?, ?)", (oid, ocontent))
-    conn.execute(_UPDATE_MSG, row)
-    conn.execute("INSERT INTO messages_fts(rowid, content) VALUES (?,?)", (oid, row["content"]))
+    conn.execute(_UPDATE_MSG, row)  # the event id changes: the index trigger replaces the row's tokens
     if osession == row["session_id"]:
         agg.add(e, row, 0, [row[t] - o for t, o in zip(_TOKENS, otok)])
     else:  # moved to its owner: counted there now, and the session it left is recounted from its rows
@@ -244,6 +240,37 @@ def _stored_origin(conn: apsw.Connection, message_id: int) -> str | None:
     hit = conn.execute("SELECT e.payload FROM messages m JOIN events e ON e.event_id = m.event_id WHERE m.id = ?",
                        (message_id,)).fetchone()
     return message_origin(ev.decode(hit[0]).data) if hit else None
+
+
+def _new_rows(conn: apsw.Connection, items: list[tuple[ev.ContextEvent, dict[str, Any]]]) -> list[tuple[Any, ...]]:
+    """Insert tuples for new messages, with time-ordered ids, sorted by id.
+
+    The id is the second the message occurred times ``fts.SLOTS`` plus a slot chosen by its key; a taken slot
+    moves to the next free one. Sorted, because FTS5 flushes its pending terms whenever a transaction's rowids
+    stop ascending.
+    """
+    want = [fts.preferred_id(row["occurred_at"], e.timestamp, row["key"]) for e, row in items]
+    queried = set(want)
+    taken = {int(i) for i in _existing(conn, "SELECT id FROM messages WHERE id IN (%s)", want)}
+
+    def free(i: int) -> bool:
+        if i in taken:
+            return False
+        if i not in queried:  # a probe past the preferred slots: ask the table
+            queried.add(i)
+            if conn.execute("SELECT 1 FROM messages WHERE id=?", (i,)).fetchone():
+                taken.add(i)
+                return False
+        return True
+
+    out = []
+    for (e, row), i in zip(items, want):
+        while not free(i):
+            i += 1
+        taken.add(i)
+        out.append((i, *[row[c] for c in _MSG_COLS]))
+    out.sort(key=lambda r: int(r[0]))
+    return out
 
 
 def _apply_session_started(conn: apsw.Connection, e: ev.ContextEvent, seq: int, agg: _SessionAgg) -> None:
@@ -344,8 +371,8 @@ _HANDLERS: dict[str, Callable[[apsw.Connection, ev.ContextEvent, int, _SessionAg
 }
 
 
-def _existing(conn: apsw.Connection, sql: str, values: list[str]) -> set[str]:
-    out: set[str] = set()
+def _existing(conn: apsw.Connection, sql: str, values: Sequence[Any]) -> set[Any]:
+    out: set[Any] = set()
     for i in range(0, len(values), 900):  # SQLite's bound-parameter limit, with room to spare
         chunk = values[i:i + 900]
         out.update(r[0] for r in conn.execute(sql % ",".join("?" * len(chunk)), chunk))
@@ -362,9 +389,9 @@ def apply_in_tx(conn: apsw.Connection, events: Iterable[ev.ContextEvent], origin
 
     Set-wise, because a backfill applies thousands of events at a time: the events already stored are found in
     one query per 900 ids and skipped; the rest are written with ``executemany`` — the events with explicit
-    sequence numbers, the messages new to the table with explicit ids (so their FTS rows go in the same way),
-    then, one by one and in order, the rarer cases (a message that grew, session and record events), and
-    finally the outbox rows.
+    sequence numbers, the messages new to the table with time-ordered ids in ascending order (the index triggers
+    add their FTS rows), then, one by one and in order, the rarer cases (a message that grew, session and record
+    events), and finally the outbox rows.
     """
     res = ApplyResult()
     now = now_iso()
@@ -393,8 +420,8 @@ def apply_in_tx(conn: apsw.Connection, events: Iterable[ev.ContextEvent], origin
     messages = [e for e in fresh if e.type == ev.MESSAGE_INDEXED]
     if messages:
         present = _existing(conn, "SELECT key FROM messages WHERE key IN (%s)", [e.data["key"] for e in messages])
-        next_id = scalar(conn, "SELECT coalesce(max(id), 0) FROM messages")
-        rows, fts, later = [], [], []
+        new: list[tuple[ev.ContextEvent, dict[str, Any]]] = []
+        later = []
         for e in messages:
             key = e.data["key"]
             if key in present:
@@ -402,15 +429,20 @@ def apply_in_tx(conn: apsw.Connection, events: Iterable[ev.ContextEvent], origin
                 continue
             present.add(key)
             row = _message_row(e)
-            next_id += 1
-            rows.append((next_id, *[row[c] for c in _MSG_COLS]))
-            fts.append((next_id, row["content"]))
+            new.append((e, row))
             agg.add(e, row, 1, [row[t] for t in _TOKENS])
-        conn.executemany(_INSERT_MSG_WITH_ID, rows)
-        conn.executemany("INSERT INTO messages_fts(rowid, content) VALUES (?,?)", fts)
-        res.messages = len(rows)
-        for e in later:
-            res.messages += int(_apply_message(conn, e, seqs[e.event_id], agg))
+        # The rows keep no text: the index triggers read it from here, and the batch is indexed in one statement.
+        texts = {e.event_id: str(e.data.get("content") or "") for e in messages}
+        rows = _new_rows(conn, new)
+        with fts.pending_texts(texts, bulk=True):
+            conn.executemany(_INSERT_MSG_WITH_ID, rows)
+        eid = 1 + _MSG_COLS.index("event_id")
+        conn.executemany("INSERT INTO messages_fts(rowid, content, idents) VALUES (?,?,?)",
+                         [(r[0], texts[r[eid]], fts.idents(texts[r[eid]])) for r in rows])
+        res.messages = len(new)
+        with fts.pending_texts(texts):
+            for e in later:
+                res.messages += int(_apply_message(conn, e, seqs[e.event_id], agg))
     for e in fresh:
         if e.type != ev.MESSAGE_INDEXED:
             _HANDLERS[e.type](conn, e, seqs[e.event_id], agg)

@@ -105,14 +105,21 @@ def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> apsw.Con
         old_umask = os.umask(0o077)  # the db, -wal and -shm files are created private
     try:
         conn = apsw.Connection(str(p), flags=flags)
+        conn.setbusytimeout(10_000)  # before anything reads: registering the FTS5 function reads the schema
+        from cxsync.cache import fts
+
+        fts.register(conn)  # the index triggers call these; a migration may too
         if not readonly:
+            # Rows of 1-3 KB (messages, stored events) waste a quarter of 4 KB pages; 16 KB pages pack them.
+            # Only a new, empty database takes it (and only before WAL mode is set).
+            conn.execute("PRAGMA page_size=16384")
             _best_practice(conn)
         conn.setbusytimeout(10_000)
         if not readonly:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             # Fewer, larger checkpoints: a backfill writes hundreds of MB; the WAL is truncated back afterwards.
-            conn.execute("PRAGMA wal_autocheckpoint=8000")
+            conn.execute("PRAGMA wal_autocheckpoint=2000")  # pages of 16 KB: 32 MB
             conn.execute("PRAGMA journal_size_limit=67108864")
             migrate(conn)
         else:

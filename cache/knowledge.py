@@ -89,7 +89,7 @@ def source_messages(conn: apsw.Connection, hashes: Iterable[str]) -> list[dict[s
     hashes = list(hashes)
     if not hashes:
         return []
-    q = ("SELECT hash, role, session_id, occurred_at, content FROM messages WHERE hash IN (%s)"
+    q = ("SELECT hash, role, session_id, occurred_at, cx_text(event_id) FROM messages WHERE hash IN (%s)"
          " ORDER BY occurred_at, id" % ",".join("?" * len(hashes)))
     return [{"hash": h, "role": r, "session": s, "occurred_at": at, "content": c} for h, r, s, at, c in
             conn.execute(q, hashes)]

@@ -303,8 +303,8 @@ def _message(conn: "apsw.Connection", key: str) -> tuple[Any, ...] | None:
 def _prompt_before(conn: "apsw.Connection", msg: tuple[Any, ...]) -> tuple[Any, ...] | None:
     mid, sid, root, at, role, side = msg[:6]
     row = conn.execute(
-        "SELECT key, content, occurred_at, id FROM messages WHERE root_session = ? AND session_id = ?"
-        " AND role = 'user' AND is_meta = 0 AND is_sidechain = ? AND content NOT LIKE ?"
+        "SELECT key, cx_text(event_id), occurred_at, id FROM messages WHERE root_session = ? AND session_id = ?"
+        " AND role = 'user' AND is_meta = 0 AND is_sidechain = ? AND cx_text(event_id) NOT LIKE ?"
         " AND (occurred_at < ? OR (occurred_at = ? AND id <= ?)) ORDER BY occurred_at DESC, id DESC LIMIT 2",
         (root, sid, side, _INTERRUPT, at or "", at or "", mid)).fetchall()
     if not row:
@@ -322,10 +322,11 @@ def _outcome(conn: "apsw.Connection", root: str, sid: str, side: int, after: str
     """The last thing the assistant said between this prompt and the next one: the answer, or the fix."""
     nxt = conn.execute(
         "SELECT occurred_at FROM messages WHERE root_session = ? AND session_id = ? AND role = 'user'"
-        " AND is_meta = 0 AND is_sidechain = ? AND content NOT LIKE ? AND occurred_at > ?"
+        " AND is_meta = 0 AND is_sidechain = ? AND cx_text(event_id) NOT LIKE ? AND occurred_at > ?"
         " ORDER BY occurred_at LIMIT 1", (root, sid, side, _INTERRUPT, after)).fetchone()
     for key, content in conn.execute(
-            "SELECT key, content FROM messages WHERE root_session = ? AND session_id = ? AND role = 'assistant'"
+            "SELECT key, cx_text(event_id) FROM messages WHERE root_session = ? AND session_id = ?"
+            " AND role = 'assistant'"
             " AND is_sidechain = ? AND kinds LIKE '%\"text\"%' AND (occurred_at > ? OR (occurred_at = ? AND id > ?))"
             " AND (? IS NULL OR occurred_at < ?) ORDER BY occurred_at DESC, id DESC LIMIT 3",
             (root, sid, side, after, after, after_id, nxt and nxt[0], nxt and nxt[0])):
@@ -362,7 +363,7 @@ def exchanges(cache: "Queries", topic: str, *, project: str | None = None, depth
             continue
         anchor = _prompt_before(conn, msg) if msg[4] != "user" else None
         if msg[4] == "user":
-            row = conn.execute("SELECT key, content, occurred_at, id FROM messages WHERE id = ?", (msg[0],)).fetchone()
+            row = conn.execute("SELECT key, cx_text(event_id), occurred_at, id FROM messages WHERE id = ?", (msg[0],)).fetchone()
             anchor = tuple(row) if row else None
         ident = (msg[1], anchor[0] if anchor else h.key)
         turn = turns.setdefault(ident, _Turn(msg[1], msg[2], anchor))
@@ -376,7 +377,9 @@ def exchanges(cache: "Queries", topic: str, *, project: str | None = None, depth
         scores = sorted((s for s, _ in turn.hits), reverse=True)
         relevance = scores[0] + 0.25 * sum(scores[1:4])
         seen_text = " ".join([turn.anchor[1] if turn.anchor else ""] + [h.snippet for _, h in turn.hits]).lower()
-        relevance *= _coverage(words, seen_text) ** 2
+        # cubed: the new search's bm25 weighs a repeated word more against a long message than FTS5's did, and
+        # an exchange about the whole topic must still come before one repeating a single word of it
+        relevance *= _coverage(words, seen_text) ** 3
         best = max(turn.hits, key=lambda sh: sh[0])[1]
         parts: list[tuple[str, str]] = []
         keys: list[str] = []
@@ -504,14 +507,14 @@ def project_sessions(conn: "apsw.Connection", project: str, *, limit: int = 8, e
 
 
 def _last_prompt(conn: "apsw.Connection", sid: str) -> str | None:
-    row = conn.execute("SELECT content FROM messages WHERE root_session = ? AND session_id = ? AND is_prompt = 1"
-                       " AND content NOT LIKE ? ORDER BY occurred_at DESC LIMIT 1", (sid, sid, _INTERRUPT)).fetchone()
+    row = conn.execute("SELECT cx_text(event_id) FROM messages WHERE root_session = ? AND session_id = ? AND is_prompt = 1"
+                       " AND cx_text(event_id) NOT LIKE ? ORDER BY occurred_at DESC LIMIT 1", (sid, sid, _INTERRUPT)).fetchone()
     return str(row[0]) if row else None
 
 
 def _last_outcome(conn: "apsw.Connection", sid: str) -> str | None:
     for (content,) in conn.execute(
-            "SELECT content FROM messages WHERE root_session = ? AND session_id = ? AND role = 'assistant'"
+            "SELECT cx_text(event_id) FROM messages WHERE root_session = ? AND session_id = ? AND role = 'assistant'"
             " AND kinds LIKE '%\"text\"%' ORDER BY occurred_at DESC LIMIT 3", (sid, sid)):
         said = _strip_tool_calls(content)
         if said:
@@ -568,7 +571,8 @@ def session_page(cache: "Queries", session: str, *, offset: int = 0, limit: int 
     total = int(scalar(conn, f"SELECT count(*) FROM messages WHERE {cond}", args))
     msgs = []
     for key, role, at, content, s, agent, meta, length in conn.execute(
-            "SELECT key, role, occurred_at, substr(content, 1, ?), session_id, agent_id, is_meta, length(content)"
+            "SELECT key, role, occurred_at, substr(cx_text(event_id), 1, ?), session_id, agent_id, is_meta,"
+            " length(cx_text(event_id))"
             f" FROM messages WHERE {cond} ORDER BY coalesce(occurred_at, ''), source_line, id LIMIT ? OFFSET ?",
             (max_chars, *args, limit, offset)):
         msgs.append({"key": key, "role": role, "occurred_at": at, "content": content, "session": s,

@@ -200,4 +200,92 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        4,
+        "search at scale: time-ordered message ids, text kept once, FTS kept by triggers",
+        """
+        -- A message's text lives once, in its stored event (compressed, with the verbatim lines): the row keeps
+        -- what filters and views need. Ids are time-ordered (apply assigns occurred_at seconds * 256 + a slot),
+        -- so the FTS rowid order is recency and --since is a rowid bound. Rows of an older cache keep their ids.
+        CREATE TABLE messages_v3 (
+            id INTEGER PRIMARY KEY,
+            key TEXT UNIQUE NOT NULL,
+            hash TEXT NOT NULL,
+            role TEXT NOT NULL,
+            source_type TEXT NOT NULL DEFAULT 'claude-code',
+            source_file TEXT,
+            source_line INTEGER,
+            created_at TEXT,
+            occurred_at TEXT,
+            session_id TEXT NOT NULL,
+            root_session TEXT NOT NULL,
+            agent_id TEXT,
+            project TEXT,
+            tenant TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            machine TEXT,
+            content_length INTEGER,
+            has_code INTEGER,
+            has_markdown INTEGER,
+            language_hints TEXT,
+            model TEXT,
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            cache_read_tokens INTEGER NOT NULL DEFAULT 0,
+            cache_creation_tokens INTEGER NOT NULL DEFAULT 0,
+            parts INTEGER NOT NULL DEFAULT 1,
+            is_sidechain INTEGER NOT NULL DEFAULT 0,
+            is_meta INTEGER NOT NULL DEFAULT 0,
+            is_prompt INTEGER NOT NULL DEFAULT 0,
+            kinds TEXT,
+            event_id TEXT NOT NULL
+        );
+        -- Contentless with deletes: the index needs no copy of the text to remove or replace a row, and
+        -- snippets are cut from the stored event. `idents` holds the parts of CamelCase identifiers.
+        CREATE VIRTUAL TABLE messages_fts_v3 USING fts5(
+            content, idents, content='', contentless_delete=1,
+            tokenize='porter unicode61 remove_diacritics 2'
+        );
+        INSERT INTO messages_fts_v3(rowid, content, idents) SELECT id, content, cx_idents_of(content) FROM messages;
+        INSERT INTO messages_v3 SELECT id, key, hash, role, source_type, source_file, source_line, created_at,
+            occurred_at, session_id, root_session, agent_id, project, tenant, user_id, machine, content_length,
+            has_code, has_markdown, language_hints, model, input_tokens, output_tokens, cache_read_tokens,
+            cache_creation_tokens, parts, is_sidechain, is_meta, is_prompt, kinds, event_id FROM messages;
+        DROP TABLE messages_fts;
+        DROP TABLE messages;
+        ALTER TABLE messages_v3 RENAME TO messages;
+        ALTER TABLE messages_fts_v3 RENAME TO messages_fts;
+        CREATE INDEX messages_session ON messages(root_session, occurred_at);
+
+        -- The index follows the rows whoever writes them (apply, rebuild, a repair by hand). cx_text(event_id)
+        -- is the message text (the one apply is writing, or else decoded from the stored event); cx_idents the
+        -- parts of its CamelCase identifiers.
+        -- Except while apply inserts a batch set-wise (cx_bulk()): it indexes the batch itself, in one statement.
+        CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages WHEN NOT cx_bulk() BEGIN
+            INSERT INTO messages_fts(rowid, content, idents)
+                VALUES (new.id, cx_text(new.event_id), cx_idents(new.event_id));
+        END;
+        CREATE TRIGGER messages_fts_update AFTER UPDATE OF id, event_id ON messages BEGIN
+            DELETE FROM messages_fts WHERE rowid = old.id;
+            INSERT INTO messages_fts(rowid, content, idents)
+                VALUES (new.id, cx_text(new.event_id), cx_idents(new.event_id));
+        END;
+        CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+            DELETE FROM messages_fts WHERE rowid = old.id;
+        END;
+
+        -- Records: one row per key, no second copy of the key in a separate unique index.
+        CREATE TABLE records_v3 (
+            key TEXT PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            type TEXT,
+            line INTEGER,
+            event_seq INTEGER NOT NULL REFERENCES events(seq)
+        ) WITHOUT ROWID;
+        INSERT INTO records_v3 SELECT key, session_id, type, line, event_seq FROM records;
+        DROP TABLE records;
+        ALTER TABLE records_v3 RENAME TO records;
+        CREATE INDEX records_session ON records(session_id, line);
+        """,
+    ),
 ]

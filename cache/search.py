@@ -5,14 +5,15 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, cast
 
 import apsw
 
-from cxsync.cache.db import scalar
+from cxsync.cache.db import one_row, scalar
+from cxsync.cache.fts import id_floor as fts_id_floor
 from cxsync.sync.errors import CxError, UsageError
 
-HL_OPEN, HL_CLOSE = "\x02", "\x03"  # snippet highlight markers; the CLI renders them (bold, or ** in --json)
+from cxsync.cache.fts import HL_CLOSE as HL_CLOSE, HL_OPEN as HL_OPEN  # the CLI imports the markers from here
 
 
 class QueryError(UsageError):
@@ -77,27 +78,71 @@ def parse_since(when: str, now: datetime | None = None) -> str:
 
 def plain_to_fts(text: str) -> str:
     """Plain words → an FTS5 query where every word must occur, each quoted (no operator injection)."""
-    import apsw.fts5query  # imports apsw.ext (~100 ms): only when a search runs, never for `cxsync status`
-
-    words = [w for w in re.split(r"\s+", text.strip()) if w]
+    words = _words(text)
     if not words:
         raise QueryError("empty search", "give some words to look for")
-    return " ".join(apsw.fts5query.quote(w) for w in words)
+    return " ".join(_quote(w) for w in words)
+
+
+# Search cost is bounded by design. Message ids are time-ordered, so FTS5 walks a query's matches newest first and
+# stops. Each word's number of matches is estimated first from its newest matches (never by counting them all).
+# When every word is rarer than BM25_DF, FTS5's own bm25 ranks up to CANDIDATES matches (all of them, usually);
+# otherwise the query has a frequent word: bm25 would count every match of it just to weigh it, so cx_rank (bm25
+# with the estimated weights) ranks the FREQUENT_CANDIDATES most recent matches. Filters FTS5 cannot apply
+# (project, role) are checked on at most WALK matches before the search settles for what it found and, only if
+# that is less than asked for, carries on into older matches just until it has enough. --since and --session
+# are id ranges, searched directly.
+CANDIDATES = 1000
+FREQUENT_CANDIDATES = 300
+BM25_DF = 20_000
+WALK = 1000
+_IDS_END = 1 << 62
+_LEGACY_IDS = 1 << 36  # below: ids of rows kept by the "search at scale" migration (not time-ordered)
+_HIT_COLS = "id, session_id, root_session, key, project, role, occurred_at, agent_id, event_id"
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in re.split(r"\s+", text.strip()) if w]
+
+
+def _idf(df: float, total: int) -> float:
+    """bm25's inverse document frequency."""
+    import math
+
+    return math.log((total - df + 0.5) / (df + 0.5) + 1)
+
+
+def _quote(text: str) -> str:
+    """One FTS5 string: words, never operators (a bare AND, OR, NOT or NEAR would be one)."""
+    from cxsync.cache.querytext import quote
+
+    return quote(text)
 
 
 class Queries:
     conn: apsw.Connection
+    _snipper: Any = None
+
+    def _match(self, text: str, fts: bool) -> tuple[str, list[str], str | None]:
+        """What to run for what the user typed: the FTS5 query of all its words, the words (each weighed by
+        its rarity), and, for several plain words, the exact phrase (its hits come first). The one place query
+        text is interpreted (``cxsync.cache.querytext``: plain words vs raw FTS5, and the query bounds)."""
+        from cxsync.cache import querytext
+
+        if fts:
+            return querytext.to_fts(text, fts=True), [], None
+        everything = querytext.plain_to_fts(text)
+        words = querytext.plain_words(text)
+        return everything, words, (querytext.quote(" ".join(words)) if len(words) > 1 else None)
 
     def search(self, text: str, *, limit: int = 10, project: str | None = None, session: str | None = None,
                role: str | None = None, since: str | None = None, fts: bool = False) -> list[Hit]:
         check_project(project)
-        from cxsync.cache.querytext import to_fts  # plain words vs raw FTS5, and the query bounds
-
-        query = to_fts(text, fts=fts)
-        if not query:
-            raise QueryError("empty search", "give some words to look for")
-        where = ["messages_fts MATCH :q"]
-        params: dict[str, Any] = {"q": query, "limit": max(1, int(limit))}
+        query, words, phrase = self._match(text, fts)
+        limit = max(1, int(limit))
+        where: list[str] = []
+        params: dict[str, Any] = {}
+        ranges = [(0, _IDS_END)]
         if project:
             where.append("(m.project = :project OR m.project LIKE :project_like)")
             params["project"] = project
@@ -106,24 +151,128 @@ class Queries:
             sid = self.resolve_session(session)
             where.append("(m.root_session = :sid OR m.session_id = :sid)")
             params["sid"] = sid
+            span = one_row(self.conn,  # a session's messages sit in one id range: search only that
+                           "SELECT min(id), max(id) FROM messages WHERE root_session ="
+                           " (SELECT root_session FROM sessions WHERE session_id = ?)", (sid,))
+            if span is None or span[0] is None:
+                return []
+            lo, hi = span
+            ranges = [(lo, hi)]
         if role:
             where.append("m.role = :role")
             params["role"] = role
         if since:
-            where.append("m.occurred_at >= :since")
             params["since"] = parse_since(since)
-        sql = (
-            "SELECT m.session_id, m.root_session, m.project, m.role, m.occurred_at,"
-            f" snippet(messages_fts, 0, '{HL_OPEN}', '{HL_CLOSE}', '…', 16), bm25(messages_fts), m.key, m.agent_id"
-            " FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid"
-            f" WHERE {' AND '.join(where)} ORDER BY bm25(messages_fts) LIMIT :limit"
-        )
+            where.append("m.occurred_at >= :since")
+            floor = fts_id_floor(params["since"])
+            ranges = [(max(lo, floor), hi) for lo, hi in ranges if hi >= floor] + \
+                [(lo, min(hi, _LEGACY_IDS)) for lo, hi in ranges if lo < _LEGACY_IDS]
         try:
-            return [Hit(*row) for row in self.conn.execute(sql, params)]
+            dfs = self._document_frequencies(words)
+            weights = [_idf(df, self._total()) for df in dfs]
+            # The exact phrase is always ranked by cx_rank: FTS5's bm25 would first find every occurrence of the
+            # phrase in the whole index (positions compared across both words' matches) just to weigh it.
+            ranks = [f"cx_rank(messages_fts, {float(sum(weights))!r})"]
+            if fts or any(df > BM25_DF for df in dfs):
+                k = max(FREQUENT_CANDIDATES, limit)
+                ranks.append("cx_rank(messages_fts" + "".join(f", {w!r}" for w in weights) + ")")
+            else:
+                k = max(CANDIDATES, limit)
+                ranks.append("bm25(messages_fts, 1.0, 0.5)")
+            found: dict[int, tuple[int, float]] = {}
+            few = max(FREQUENT_CANDIDATES, limit)
+            runs = [(phrase, ranks[0], few), (query, ranks[1], k)] if phrase else [(query, ranks[1], k)]
+            for tier, (q, rank, n) in enumerate(runs):
+                for rowid, score in self._candidates(q, rank, ranges, where, params, n, limit):
+                    found.setdefault(rowid, (tier, score))
         except apsw.SQLError as exc:
             msg = str(exc).replace("SQLError: ", "")
             raise QueryError(f"bad full-text query {text!r}: {msg}",
                              "drop --fts to search plain words, or see the FTS5 query syntax") from None
+        if not found:
+            return []
+        # Exact phrase first, then the score (lower is better), then a stable key: identical caches answer
+        # identically. Keys are read for the best hits and whatever ties with the last of them.
+        order = sorted(found.items(), key=lambda kv: kv[1])
+        cut = order[min(limit, len(order)) - 1][1]
+        chosen = [rowid for rowid, rank in order if rank <= cut]
+        rows = {r[0]: r for i in range(0, len(chosen), 500) for r in self.conn.execute(
+            f"SELECT {_HIT_COLS} FROM messages WHERE id IN ({','.join('?' * len(chosen[i:i + 500]))})",
+            chosen[i:i + 500])}
+        best = sorted((found[rowid] + (rows[rowid][3],), rows[rowid]) for rowid in chosen if rowid in rows)[:limit]
+        return self._hits([(score, row) for (_, score, _), row in best], query if fts else text)
+
+    def _total(self) -> int:
+        return int(scalar(self.conn, "SELECT value FROM counters WHERE name='messages'")) or 1
+
+    def _document_frequencies(self, words: list[str]) -> list[float]:
+        """How many messages hold each word, from its newest matches: counted when at most CANDIDATES, else
+        estimated from the time they span (ids are seconds): CANDIDATES × (all ids' span / their span).
+        Counting the messages in that span instead costs a walk over them (166,000 for a word in one message
+        of 170, at a million messages): more than the whole search may take."""
+        out = []
+        span: tuple[Any, ...] | None = None
+        for w in words:
+            rows = self.conn.execute("SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?"
+                                     " ORDER BY rowid DESC LIMIT ?", (_quote(w), CANDIDATES)).fetchall()
+            df = float(len(rows))
+            if len(rows) == CANDIDATES:
+                if span is None:  # two queries: min and max together in one would scan every row
+                    span = (scalar(self.conn, "SELECT min(id) FROM messages WHERE id >= ?", (_LEGACY_IDS,)),
+                            scalar(self.conn, "SELECT max(id) FROM messages"))
+                total = self._total()
+                lo, hi = span if span and span[0] is not None else (0, 0)
+                kth = rows[-1][0]
+                df = float(total) if kth <= lo else min(total, CANDIDATES * (hi - lo) / max(1, hi - kth))
+            out.append(df)
+        return out
+
+    def _candidates(self, q: str, rank: str, ranges: list[tuple[int, int]], where: list[str],
+                    params: dict[str, Any], k: int, limit: int) -> list[tuple[int, float]]:
+        """(rowid, score) of matches of ``q``, newest first: up to ``k`` of them, all within the newest WALK
+        matches when filters apply (and then just enough older ones to fill ``limit``)."""
+        if where:
+            sql = (f"SELECT f.rowid, {rank} FROM messages_fts f JOIN messages m ON m.id = f.rowid"
+                   " WHERE messages_fts MATCH :q AND f.rowid BETWEEN :lo AND :hi"
+                   + "".join(f" AND {w}" for w in where) + " ORDER BY f.rowid DESC LIMIT :k")
+        else:
+            sql = (f"SELECT rowid, {rank} FROM messages_fts WHERE messages_fts MATCH :q"
+                   " AND rowid BETWEEN :lo AND :hi ORDER BY rowid DESC LIMIT :k")
+        out: list[tuple[int, float]] = []
+
+        def run(**bounds: int) -> list[tuple[int, float]]:
+            return cast(list[tuple[int, float]], self.conn.execute(sql, {**params, "q": q, **bounds}).fetchall())
+
+        for lo, hi in ranges:
+            if where:
+                walked = self.conn.execute(
+                    "SELECT rowid FROM messages_fts WHERE messages_fts MATCH ? AND rowid BETWEEN ? AND ?"
+                    " ORDER BY rowid DESC LIMIT 1 OFFSET ?", (q, lo, hi, WALK - 1)).fetchone()
+                if walked is not None:  # more matches than the walk: the newest WALK, then only what is missing
+                    out += run(lo=walked[0], hi=hi, k=k - len(out))
+                    if len(out) >= limit:
+                        break
+                    out += run(lo=lo, hi=walked[0] - 1, k=limit - len(out))
+                    if len(out) >= limit:
+                        break
+                    continue
+            out += run(lo=lo, hi=hi, k=k - len(out))
+            if len(out) >= k:
+                break
+        return out
+
+    def _hits(self, rows: list[tuple[float, tuple[Any, ...]]], text: str) -> list[Hit]:
+        from cxsync.cache.fts import Snipper, query_words, texts_of
+
+        if not rows:
+            return []
+        if self._snipper is None:
+            self._snipper = Snipper(self.conn)
+        terms = self._snipper.terms(list(query_words(text)))
+        texts = texts_of(self.conn, [r[8] for _, r in rows])
+        return [Hit(session=r[1], root_session=r[2], project=r[4], role=r[5], occurred_at=r[6],
+                    snippet=self._snipper.snippet(texts.get(r[8], ""), terms), rank=score, key=r[3], agent_id=r[7])
+                for score, r in rows]
 
     def resolve_session(self, session: str) -> str:
         """A full session id, or an unambiguous prefix of one."""
@@ -177,12 +326,16 @@ class Queries:
         sid = self.resolve_session(session)
         info = next((s for s in self.sessions(include_subagents=True) if s["session"] == sid), None)
         cond = "root_session = ?" if include_subagents else "session_id = ?"
+        from cxsync.cache.fts import texts_of
+
+        rows: list[tuple[Any, ...]] = self.conn.execute(
+            "SELECT key, role, occurred_at, event_id, model, session_id, agent_id, is_meta, source_line"
+            f" FROM messages WHERE {cond} ORDER BY coalesce(occurred_at, ''), source_line, key", (sid,)).fetchall()
+        texts = texts_of(self.conn, [str(r[3]) for r in rows])
         msgs = [
-            {"key": k, "role": role, "occurred_at": at, "content": content, "model": model,
+            {"key": k, "role": role, "occurred_at": at, "content": texts.get(eid, ""), "model": model,
              "session": s, "agent_id": a, "is_meta": bool(meta), "source_line": line}
-            for k, role, at, content, model, s, a, meta, line in self.conn.execute(
-                "SELECT key, role, occurred_at, content, model, session_id, agent_id, is_meta, source_line"
-                f" FROM messages WHERE {cond} ORDER BY coalesce(occurred_at, ''), source_line, id", (sid,))
+            for k, role, at, eid, model, s, a, meta, line in rows
         ]
         return {"session": info, "messages": msgs}
 

@@ -137,6 +137,11 @@ class Cache(_search.Queries):
         cols = FILE_COLS + ("malformed", "status")
         return [dict(zip(cols, r)) for r in self.conn.execute(f"SELECT {', '.join(cols)} FROM files ORDER BY path")]
 
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database and truncate it (after a large write, such as a backfill)."""
+        with self._lock:
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
     def end_session(self, session: str, ended: Callable[[int, str | None], ev.ContextEvent]) -> bool:
         """Announce that ``session`` ended, unless it has no messages or its last announcement still holds.
         ``ended(message_count, last_at)`` makes the event; it is read and applied in one write transaction."""

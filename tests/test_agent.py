@@ -13,6 +13,7 @@ from pathlib import Path
 import apsw
 import pytest
 
+from cxsync.cache import fts
 from tests import transcripts as T
 from tests.helpers import wait_until
 
@@ -45,7 +46,9 @@ class AgentProc:
         return json.loads(r.stdout)
 
     def db(self) -> apsw.Connection:
-        return apsw.Connection(str(self.home / "data" / "cache.db"), flags=apsw.SQLITE_OPEN_READONLY)
+        c = apsw.Connection(str(self.home / "data" / "cache.db"), flags=apsw.SQLITE_OPEN_READONLY)
+        fts.register(c)  # cx_text(event_id): a message's text lives in its stored event
+        return c
 
     def count(self, sql: str, *args: object) -> int:
         try:
@@ -113,7 +116,7 @@ def test_kill_9_and_restart_loses_and_duplicates_nothing(agent: AgentProc, claud
         agent.start()
     wait_until(lambda: agent.count("SELECT count(*) FROM messages") == len(expected), 20, what="all captured")
     c = agent.db()
-    contents = [r[0] for r in c.execute("SELECT content FROM messages")]
+    contents = [r[0] for r in c.execute("SELECT cx_text(event_id) FROM messages")]
     c.close()
     assert sorted(contents) == sorted(expected)  # nothing lost, nothing twice
     assert agent.stop() == 0

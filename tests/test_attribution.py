@@ -48,7 +48,7 @@ def _snapshot(cache: Any) -> dict[str, Any]:
     c = cache.conn
     return {
         "counts": dict(c.execute("SELECT session_id, message_count FROM sessions ORDER BY session_id").fetchall()),
-        "messages": c.execute("SELECT key, session_id, root_session, content, role, parts, source_file, source_line,"
+        "messages": c.execute("SELECT key, session_id, root_session, cx_text(event_id), role, parts, source_file, source_line,"
                               " occurred_at, event_id, input_tokens, output_tokens FROM messages ORDER BY key"
                               ).fetchall(),
         "sessions": c.execute("SELECT session_id, message_count, input_tokens, output_tokens, cache_read_tokens,"
@@ -56,7 +56,7 @@ def _snapshot(cache: Any) -> dict[str, Any]:
                               " ORDER BY session_id").fetchall(),
         "records": c.execute("SELECT key, session_id, type, line FROM records ORDER BY key").fetchall(),
         "fts": c.execute("SELECT rowid FROM messages_fts WHERE messages_fts MATCH 'original' ORDER BY rowid"
-                         ).fetchall() == c.execute("SELECT id FROM messages WHERE content LIKE '%original%'"
+                         ).fetchall() == c.execute("SELECT id FROM messages WHERE cx_text(event_id) LIKE '%original%'"
                                                    " ORDER BY id").fetchall(),
     }
 

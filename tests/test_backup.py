@@ -30,7 +30,7 @@ def _integrity(path: Path) -> str:
 def _tokens(agent: AgentProc) -> set[str]:
     c = agent.db()
     try:
-        return {r[0].split()[1] for r in c.execute("SELECT content FROM messages WHERE content LIKE 'line %'")}
+        return {r[0].split()[1] for r in c.execute("SELECT cx_text(event_id) FROM messages WHERE cx_text(event_id) LIKE 'line %'")}
     finally:
         c.close()
 

@@ -29,7 +29,7 @@ def ingest(cache, home: Path):
 
 
 def msgs(cache, session=None):
-    q = "SELECT key, role, content, parts, session_id FROM messages"
+    q = "SELECT key, role, cx_text(event_id), parts, session_id FROM messages"
     args = ()
     if session:
         q += " WHERE session_id=?"
@@ -42,7 +42,7 @@ def test_split_assistant_lines_merge_into_one_message_with_usage_counted_once(ca
     lines = T.assistant_lines(s, [T.thinking("pondering"), T.text("hello world"), T.tool_use("Bash", {"c": "ls"})])
     T.write(T.session_file(claude_home, s), [T.user(s, "hi there"), *lines])
     ingest(cache, claude_home)
-    rows = cache.conn.execute("SELECT content, parts, output_tokens FROM messages WHERE role='assistant'").fetchall()
+    rows = cache.conn.execute("SELECT cx_text(event_id), parts, output_tokens FROM messages WHERE role='assistant'").fetchall()
     assert len(rows) == 1
     content, parts, out = rows[0]
     assert parts == 3 and out == 24  # the highest output_tokens of the three lines, not their sum

@@ -36,7 +36,7 @@ def _split_file(claude_home: Path) -> tuple[Path, list[bytes]]:
 
 
 def _assistant(cache: Any) -> list[tuple[Any, ...]]:
-    return cache.conn.execute("SELECT content, parts FROM messages WHERE role='assistant'").fetchall()
+    return cache.conn.execute("SELECT cx_text(event_id), parts FROM messages WHERE role='assistant'").fetchall()
 
 
 def test_an_open_split_response_is_merged_from_memory_not_from_the_stored_event(cache: Any, claude_home: Path,

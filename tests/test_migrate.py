@@ -14,6 +14,7 @@ import apsw
 import pytest
 
 from cxsync.agent.lock import InstanceLock
+from cxsync.cache import fts
 from cxsync.cache.legacy import content_hash, parse_time
 from tests import transcripts as T
 from tests.helpers import wait_until
@@ -85,6 +86,7 @@ class Home:
 
     def rows(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         c = apsw.Connection(str(self.db_path), flags=apsw.SQLITE_OPEN_READONLY)
+        fts.register(c)  # cx_text(event_id): a message's text lives in its stored event
         try:
             return [tuple(r) for r in c.execute(sql, args)]
         finally:
@@ -173,8 +175,8 @@ def test_bad_rows_are_reported_with_their_reason_never_dropped_silently(
     assert r["knowledge"] == {"total": 7, "new": 3, "already_present": 0, "already_migrated": 0, "duplicates": 1,
                               "refused": 3}
     # kept without a time: found, with no time
-    assert home.rows("SELECT occurred_at FROM messages WHERE content LIKE ?", f"{_tok(104)}%") == [(None,)]
-    assert home.rows("SELECT occurred_at FROM messages WHERE content LIKE ?", f"{_tok(103)}%") == [
+    assert home.rows("SELECT occurred_at FROM messages WHERE cx_text(event_id) LIKE ?", f"{_tok(104)}%") == [(None,)]
+    assert home.rows("SELECT occurred_at FROM messages WHERE cx_text(event_id) LIKE ?", f"{_tok(103)}%") == [
         ("2025-06-02T08:00:00.123Z",)]
     # the human report says the same, on stdout, without a traceback
     out = home.cx("migrate", "--from", str(path), "--dry-run")
@@ -284,7 +286,7 @@ def test_a_run_killed_midway_and_restarted_ends_like_an_uninterrupted_one(tmp_pa
     assert 0 < migrated() < n, "the kill should land midway"
     second = killed.js("migrate", "--from", str(path))
     assert second["messages"]["already_migrated"] + second["messages"]["new"] == n
-    q = "SELECT key, hash, session_id, content FROM messages ORDER BY key"
+    q = "SELECT key, hash, session_id, cx_text(event_id) FROM messages ORDER BY key"
     assert killed.rows(q) == ref.rows(q)
     assert killed.rows("SELECT event_id FROM events ORDER BY event_id") == ref.rows(
         "SELECT event_id FROM events ORDER BY event_id")

@@ -112,7 +112,9 @@ def test_local_redaction_when_configured(tmp_path: Path, claude_home: Path) -> N
     con = sqlite3.connect(h.db_path)
     try:
         blobs = [bytes(p) for (p,) in con.execute("SELECT payload FROM events")]
-        contents = [c for (c,) in con.execute("SELECT content FROM messages")]
+        # A message's text lives in its stored event (checked below); the FTS index holds no copy of it.
+        contents = [str(ev.decode(bytes(p)).data.get("content", "")) for (p,) in con.execute(
+            "SELECT e.payload FROM messages m JOIN events e ON e.event_id = m.event_id")]
     finally:
         con.close()
     everything = contents + [orjson.dumps(ev.decode(b).data).decode() for b in blobs]

@@ -39,7 +39,7 @@ def _append_users(f: Path, prefix: str, n: int, per_write: int = 10) -> None:
 def _contents(a: AgentProc, like: str) -> set[str]:
     c = a.db()
     try:
-        return {r[0] for r in c.execute("SELECT content FROM messages WHERE content LIKE ?", (like,))}
+        return {r[0] for r in c.execute("SELECT cx_text(event_id) FROM messages WHERE cx_text(event_id) LIKE ?", (like,))}
     finally:
         c.close()
 

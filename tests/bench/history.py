@@ -21,7 +21,15 @@ def _vocab(rng: random.Random, n: int = 20_000) -> list[str]:
     out = set(common)
     while len(out) < n:
         out.add("".join(rng.choice(syll) for _ in range(rng.randint(2, 4))))
-    return common * 20 + sorted(out)
+    plain = sorted(out)
+    # Code: camelCase, snake_case, dotted names, paths and error codes, about one word in twelve.
+    code: set[str] = set()
+    while len(code) < n // 10:
+        a, b, c = (rng.choice(plain[40:]) for _ in range(3))
+        code.add(rng.choice([f"{a}{b.capitalize()}", f"{a.capitalize()}{b.capitalize()}{c.capitalize()}",
+                             f"{a}_{b}", f"{a}.{b}.{c}", f"src/{a}/{b}.py", f"E{rng.randint(1000, 9999)}",
+                             f"{a.upper()}_{b.upper()}"]))
+    return common * 20 + plain + sorted(code)
 
 
 def _text(rng: random.Random, words: list[str], lo: int, hi: int) -> str:
@@ -66,8 +74,8 @@ def generate(root: Path, messages: int, *, seed: int = 7, per_session: int = 200
                     break
                 mid = f"msg_{uuid.UUID(int=rng.getrandbits(128)).hex[:24]}"
                 tid = f"toolu_{uuid.UUID(int=rng.getrandbits(128)).hex[:20]}"
-                blocks = [{"type": "thinking", "thinking": _text(rng, words, 10, 80), "signature": "x" * 40},
-                          {"type": "text", "text": _text(rng, words, 20, 200)},
+                blocks = [{"type": "thinking", "thinking": _text(rng, words, 10, 60), "signature": "x" * 40},
+                          {"type": "text", "text": _text(rng, words, 20, 150)},
                           {"type": "tool_use", "id": tid, "name": rng.choice(["Bash", "Read", "Edit", "Grep"]),
                            "input": {"command": _text(rng, words, 3, 12)}}]
                 for i, b in enumerate(blocks):
@@ -82,7 +90,7 @@ def generate(root: Path, messages: int, *, seed: int = 7, per_session: int = 200
                 count += 1
                 if count >= target:
                     break
-                out = _text(rng, words, 10, 400 if rng.random() < 0.9 else 3000)
+                out = _text(rng, words, 10, 150 if rng.random() < 0.95 else 1500)
                 lines.append(json.dumps(rec("user", message={"role": "user", "content": [
                     {"type": "tool_result", "tool_use_id": tid, "content": out}]}, toolUseResult={"stdout": out})))
                 count += 1

@@ -1,0 +1,244 @@
+"""What the full-text index needs beyond SQLite: the SQL functions its triggers call, time-ordered message ids,
+the parts of code identifiers, and snippets cut from the stored text.
+
+The index is contentless (``messages_fts``, ``content=''``): it holds the tokens, not a copy of the text. The text
+of a message lives once, in its stored event; ``cx_text(event_id)`` returns it to the triggers that keep the index
+(from the batch ``apply`` is writing when there is one, else by decoding the stored event).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import weakref
+from datetime import datetime, timezone
+from typing import Any, Iterator, Mapping, Sequence, cast
+
+import apsw
+
+TOKENIZE = ("porter", ["unicode61", "remove_diacritics", "2"])  # as in the schema's tokenize= option
+SLOTS = 256  # ids per second of occurred_at: id = seconds * SLOTS + slot
+HL_OPEN, HL_CLOSE = "\x02", "\x03"  # snippet highlight markers; the CLI renders them (bold, or ** in --json)
+
+_pending = threading.local()  # texts of the messages apply is writing on this thread, by event id
+
+# A CamelCase or mixedCase identifier (getUserName, HTTPServer, IOError, v2Parser) and its parts. snake_case,
+# dotted names and paths need nothing: the tokenizer already splits them, and a phrase query finds the whole.
+# Most messages hold none, and a regex over every message costs more than the rest of indexing it: a byte
+# translation (letters and digits to a/A, the rest to space) and two substring tests rule them out first.
+_SHAPE = bytearray(b" " * 256)
+for _c in b"abcdefghijklmnopqrstuvwxyz0123456789":
+    _SHAPE[_c] = ord("a")
+for _c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZ":
+    _SHAPE[_c] = ord("A")
+_SHAPES = bytes(_SHAPE)
+_CAMEL = re.compile(r"\b(?=[A-Za-z0-9]*?(?:[a-z0-9][A-Z]|[A-Z]{2}[a-z]))[A-Za-z0-9]+")
+_PARTS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+
+
+def idents(text: str | None) -> str:
+    """The parts of the CamelCase identifiers in ``text``, space-separated (indexed in their own column)."""
+    if not text:
+        return ""
+    shape = text.encode("utf-8", "surrogatepass").translate(_SHAPES)
+    if b"aA" not in shape and b"AAa" not in shape:
+        return ""
+    seen: dict[str, None] = {}
+    for word in _CAMEL.findall(text):
+        for part in _PARTS.findall(word):
+            seen[part] = None
+    return " ".join(seen)
+
+
+class pending_texts:
+    """``with pending_texts({event_id: text}, bulk=...):`` — the texts the index triggers read while apply writes.
+
+    ``bulk``: apply inserts a batch of new messages set-wise and indexes them itself, in one statement, right
+    after. The insert trigger stands aside meanwhile (``cx_bulk()``): a trigger runs in a savepoint, and FTS5
+    writes out its pending terms at every savepoint, so a 3,000-message batch would become 3,000 tiny segments.
+    """
+
+    def __init__(self, texts: Mapping[str, str], *, bulk: bool = False) -> None:
+        self.texts = texts
+        self.bulk = bulk
+
+    def __enter__(self) -> None:
+        self.saved = (getattr(_pending, "texts", None), getattr(_pending, "bulk", False))
+        _pending.texts, _pending.bulk = self.texts, self.bulk
+
+    def __exit__(self, *exc: object) -> None:
+        _pending.texts, _pending.bulk = self.saved
+
+
+def stored_text(conn: apsw.Connection, event_id: str) -> str:
+    """A message's text from its stored event."""
+    from cxsync.sync import events as ev
+
+    row = conn.execute("SELECT payload FROM events WHERE event_id=?", (event_id,)).fetchone()
+    if row is None:
+        return ""
+    return str(ev.decode(row[0]).data.get("content") or "")
+
+
+def texts_of(conn: apsw.Connection, event_ids: Sequence[str]) -> dict[str, str]:
+    """Several messages' texts from their stored events, in one query."""
+    from cxsync.sync import events as ev
+
+    out: dict[str, str] = {}
+    ids = list(dict.fromkeys(event_ids))
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        for eid, payload in conn.execute(
+                "SELECT event_id, payload FROM events WHERE event_id IN (%s)" % ",".join("?" * len(chunk)), chunk):
+            out[eid] = str(ev.decode(payload).data.get("content") or "")
+    return out
+
+
+def register(conn: apsw.Connection) -> None:
+    """The SQL functions of the index triggers, on one connection (every connection the cache opens):
+    ``cx_text(event_id)`` and ``cx_idents(event_id)``, the text of a message and the parts of its identifiers."""
+    ref = weakref.ref(conn)
+    last: list[Any] = [None, ""]  # the last text looked up: a trigger asks for its text, then its idents
+
+    def cx_text(event_id: str) -> str:
+        if last[0] == event_id:
+            return str(last[1])
+        texts = getattr(_pending, "texts", None)
+        if texts is not None and event_id in texts:
+            text = str(texts[event_id])
+        else:
+            c = ref()
+            text = stored_text(c, event_id) if c is not None else ""
+        last[0], last[1] = event_id, text
+        return text
+
+    def cx_idents(event_id: str) -> str:
+        return idents(cx_text(event_id))
+
+    def cx_bulk() -> int:
+        return int(bool(getattr(_pending, "bulk", False)))
+
+    # apsw types callbacks as taking and returning any SQLite value; these take and return text.
+    conn.create_scalar_function("cx_text", cast(Any, cx_text), 1)
+    conn.create_scalar_function("cx_bulk", cast(Any, cx_bulk), 0)
+    conn.create_scalar_function("cx_idents", cast(Any, cx_idents), 1)
+    conn.create_scalar_function("cx_idents_of", cast(Any, idents), 1, deterministic=True)  # of a text (migration)
+    conn.register_fts5_function("cx_rank", cast(Any, rank))
+
+
+# Column weights of bm25 (the text, the parts of its identifiers) and its usual constants.
+WEIGHTS = (1.0, 0.5)
+K1, B = 1.2, 0.75
+
+
+def rank(api: apsw.FTS5ExtensionApi, *idf: float) -> float:
+    """bm25 with the inverse document frequencies given by the caller (negative: lower is better, as FTS5's).
+
+    FTS5's own bm25 counts every match of every phrase to weigh it, on the first row of each query: for a word in
+    one message of eight, that is a walk over 125,000 entries at a million messages. The search estimates them
+    from the newest matches instead (``Queries._idf``); phrases it gives no weight get 1.
+    """
+    consts = api.aux_data
+    if consts is None:  # once per query: the average length, the phrase count
+        n = api.row_count
+        consts = api.aux_data = ((api.column_total_size(-1) / n) if n else 1.0) or 1.0, api.phrase_count
+    avg, phrases = consts
+    norm = K1 * (1 - B + B * api.column_size(-1) / avg)
+    score = 0.0
+    for p in range(phrases):
+        text, parts = api.phrase_locations(p)  # token offsets in each column: the text, the identifier parts
+        tf = WEIGHTS[0] * len(text) + WEIGHTS[1] * len(parts)
+        if tf:
+            score += (idf[p] if p < len(idf) else 1.0) * tf * (K1 + 1) / (tf + norm)
+    return -score
+
+
+# ---- time-ordered ids ---------------------------------------------------------------------------------------
+
+
+def epoch_seconds(iso: str | None) -> int | None:
+    if not iso:
+        return None
+    try:
+        t = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=timezone.utc)
+    return int(t.timestamp())
+
+
+def id_floor(iso: str) -> int:
+    """The smallest id a message that occurred at or after ``iso`` can have."""
+    secs = epoch_seconds(iso)
+    return 0 if secs is None else max(0, secs) * SLOTS
+
+
+def preferred_id(occurred_at: str | None, fallback: str | None, key: str) -> int:
+    """Where a message's id starts looking: its second of occurrence, and a slot picked by its key (so two caches
+    holding the same messages mostly agree)."""
+    import zlib
+
+    secs = epoch_seconds(occurred_at) or epoch_seconds(fallback) or 0
+    return max(0, secs) * SLOTS + zlib.crc32(key.encode("utf-8", "surrogatepass")) % SLOTS
+
+
+# ---- snippets -----------------------------------------------------------------------------------------------
+
+
+class Snipper:
+    """Cuts FTS5-like snippets (a window of ``width`` tokens around the most query terms, terms marked) from text,
+    with the index's own tokenizer, so what is marked is what matched."""
+
+    def __init__(self, conn: apsw.Connection) -> None:
+        self._tok: Any = conn.fts5_tokenizer(*TOKENIZE)
+
+    def tokens(self, text: str) -> list[tuple[int, int, str]]:
+        out = []
+        for t in self._tok(text.encode("utf-8", "surrogatepass"), apsw.FTS5_TOKENIZE_DOCUMENT, None):
+            out.append((t[0], t[1], t[2]))
+        return out
+
+    def terms(self, words: Sequence[str]) -> set[str]:
+        out: set[str] = set()
+        for w in words:
+            for t in self._tok(w.encode("utf-8", "surrogatepass"), apsw.FTS5_TOKENIZE_QUERY, None):
+                out.add(t[2])
+        return out
+
+    def snippet(self, text: str, terms: set[str], width: int = 16) -> str:
+        data = text.encode("utf-8", "surrogatepass")
+        toks = self.tokens(text)
+        if not toks:
+            return text[:200]
+        hits = [i for i, t in enumerate(toks) if t[2] in terms]
+        start = 0
+        if hits:
+            best = (-1, 0)
+            for h in hits:  # windows starting a little before each hit: most distinct terms, then earliest
+                s = max(0, min(h - width // 4, len(toks) - width))
+                distinct = len({toks[i][2] for i in hits if s <= i < s + width})
+                if distinct > best[0]:
+                    best = (distinct, s)
+            start = best[1]
+        end = min(len(toks), start + width)
+        marked = set(hits)
+        out: list[bytes] = [b"\xe2\x80\xa6"] if start > 0 else []
+        pos = toks[start][0]
+        for i in range(start, end):
+            a, b, _ = toks[i]
+            out.append(data[pos:a])
+            out.append(HL_OPEN.encode() + data[a:b] + HL_CLOSE.encode() if i in marked else data[a:b])
+            pos = b
+        if end < len(toks):
+            out.append(b"\xe2\x80\xa6")
+        else:
+            out.append(data[pos:])
+        return b"".join(out).decode("utf-8", "replace")
+
+
+def query_words(fts_query: str) -> Iterator[str]:
+    """The bare words of an FTS5 query (operators and syntax dropped), for marking snippets."""
+    for w in re.findall(r"\w+", fts_query):
+        if w not in ("AND", "OR", "NOT", "NEAR"):
+            yield w
