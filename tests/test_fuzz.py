@@ -185,9 +185,8 @@ def test_normaliser_captures_the_good_records_among_hostile_ones(fuzz_home: tupl
     path.write_bytes(b"\n".join(lines) + b"\n")
     ing = Ingestor(cache, IDENT, [home])
     ing.ingest_file(TranscriptFile(path, "main", sid, None, None, "p"))
-    rows = cache.conn.execute("SELECT role, content FROM messages WHERE session_id=? AND content LIKE ?",
-                              (sid, f"%{marker}%")).fetchall()
-    assert sorted(r[0] for r in rows) == ["assistant", "user"], rows
+    hits = [h for h in cache.search(marker) if h.session == sid]
+    assert sorted(h.role for h in hits) == ["assistant", "user"], hits
     for (payload,) in cache.conn.execute("SELECT e.payload FROM events e JOIN messages m ON m.event_id = e.event_id"
                                          " WHERE m.session_id=?", (sid,)):
         ev.decode(payload)  # what was stored decodes

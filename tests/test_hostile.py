@@ -22,6 +22,7 @@ import pytest
 from cxsync.agent.ingest import Ingestor
 from cxsync.cache import open_cache
 from cxsync.sync import events as ev
+from cxsync.sync.errors import CxError
 from tests import hostile_corpus as H
 from tests import transcripts as T
 from tests.helpers import wait_until
@@ -48,11 +49,11 @@ def corpus(claude_home: Path) -> Iterator[H.Corpus]:
 
 
 def _captured(db: Path, marker: str) -> bool:
-    c = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
     try:
-        return bool(c.execute("SELECT 1 FROM messages WHERE content LIKE ?", (f"%{marker}%",)).fetchone())
-    finally:
-        c.close()
+        with open_cache(db, readonly=True) as cache:
+            return bool(cache.search(marker))
+    except CxError:  # not created yet
+        return False
 
 
 def _missing(db: Path, markers: list[str]) -> list[str]:
