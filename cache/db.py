@@ -108,6 +108,9 @@ def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> apsw.Con
         conn.setbusytimeout(10_000)  # before anything reads: registering the FTS5 function reads the schema
         from cxsync.cache import fts
 
+        # A file that is no database makes apsw's FTS5 lookup fail as "no FTS5": read the schema first, so
+        # that a damaged cache is reported as damaged.
+        conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()
         fts.register(conn)  # the index triggers call these; a migration may too
         if not readonly:
             # Rows of 1-3 KB (messages, stored events) waste a quarter of 4 KB pages; 16 KB pages pack them.
