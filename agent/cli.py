@@ -105,6 +105,11 @@ class CxGroup(click.Group):
                 raise
             if isinstance(exc, CxError):
                 fail(exc)
+            from cxsync.cache.db import environment_error  # disk full, read-only folder, damaged cache
+
+            known = environment_error(exc)
+            if known is not None:
+                fail(known)
             log.debug("unexpected error", exc_info=True)
             fail(CxError(f"unexpected error: {type(exc).__name__}: {exc}",
                          "run again with --debug for the traceback, and report it"))

@@ -55,14 +55,19 @@ def register(main: click.Group) -> None:
             else:
                 stats = ing.import_all()
         d = stats.as_dict()
+        unreadable = [p for p, _ in ing.problems.unreadable]
         if as_json:
-            emit_json({k: d[k] for k in ("files", "records", "messages", "sessions", "skipped_lines", "bytes",
-                                         "errors")})
+            emit_json({**{k: d[k] for k in ("files", "records", "messages", "sessions", "skipped_lines", "repaired",
+                                            "bytes", "errors")}, "unreadable_folders": unreadable})
         else:
             click.echo(f"{d['files']} files, {d['records']} records: {d['messages']} new messages, "
-                       f"{d['sessions']} new sessions, {d['skipped_lines']} skipped lines")
-        for e in stats.errors:
+                       f"{d['sessions']} new sessions, {d['skipped_lines']} skipped lines"
+                       + (f", {d['repaired']} records with fields of the wrong type" if d["repaired"] else ""))
+        for e in ing.problems.messages():  # a file that cannot be read was logged by the ingest, once
             click.echo(f"warning: {e}", err=True)
+        if unreadable:
+            click.echo(f"warning: {len(unreadable)} folder(s) could not be read; run `cxsync import` again once "
+                       "they can be (a running agent picks them up by itself)", err=True)
 
     @main.command()
     @click.option("--json", "as_json", is_flag=True)

@@ -187,7 +187,7 @@ def register(main: click.Group) -> None:
                        style="dim"))
 
     @main.command()
-    @click.option("--limit", "-n", type=click.IntRange(1, None), help="At most this many.  [default: all]")
+    @click.option("--limit", "-n", type=click.IntRange(1, 1_000_000), help="At most this many.  [default: all]")
     @click.option("--project", "-p", help="Only this project (its path, or its last path component).")
     @click.option("--all", "include_subagents", is_flag=True, help="List subagent sessions too, marked ↳.")
     @format_options

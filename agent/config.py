@@ -13,6 +13,7 @@ A bad value is a ConfigError naming the key, never a traceback.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
@@ -48,6 +49,21 @@ ENV_KEYS = {
     "CXSYNC_FDB_API_VERSION": ("sync", "api_version"),
 }
 _LIST_KEYS = {("transcripts", "roots"), ("sync", "publish"), ("sync", "subscribe")}
+
+# Every key config.toml may hold: anything else is warned about with the nearest of these (a typo would
+# otherwise be ignored without a word).  Add a key here when you add one to the config.
+KNOWN_KEYS: dict[str, frozenset[str] | None] = {  # None: a table of the user's own keys
+    "identity": frozenset({"tenant", "user", "machine"}),
+    "transcripts": frozenset({"roots"}),
+    "sync": frozenset({"target", "publish", "subscribe", "api_version", "cluster_file", "batch_events",
+                       "batch_bytes", "needs_credential", "tls_cert", "tls_key", "tls_ca", "tls_cert_path",
+                       "tls_key_path", "tls_ca_path", "tls_verify_peers", "tls_disable_plaintext"}),
+    "backup": frozenset({"daily", "dir", "keep"}),
+    "redact": frozenset({"push", "local"}),
+    "paths": None,
+}
+_TRUE, _FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", "no", "off", ""})
+
 
 
 def _sanitize(name: str, fallback: str) -> str:
@@ -123,6 +139,9 @@ def _read_file(path: Path) -> dict[str, Any]:
         return {}
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}", "fix the file or move it away") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start} cannot be decoded)",
+                          "save it as UTF-8, or move it away to start from the defaults") from exc
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
     return data
@@ -173,6 +192,34 @@ def _ensure_identity(paths: Paths, file_identity: Mapping[str, Any]) -> dict[str
     return {**saved, **file_identity}
 
 
+def _warn_unknown(raw: Mapping[str, Any], path: Path) -> None:
+    """Warn (never fail) about keys this cxsync does not know, naming the nearest known one."""
+    for section, table in raw.items():
+        if section not in KNOWN_KEYS:
+            near = difflib.get_close_matches(section, list(KNOWN_KEYS), n=1)
+            log.warning("unknown config section [%s] in %s ignored%s", section, path,
+                        f" (did you mean [{near[0]}]?)" if near else "")
+            continue
+        known = KNOWN_KEYS[section]
+        if not isinstance(table, dict) or known is None:
+            continue
+        for key in table:
+            if key not in known:
+                near = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.5)
+                log.warning("unknown config key %s.%s in %s ignored%s", section, key, path,
+                            f" (did you mean {section}.{near[0]}?)" if near else "")
+
+
+def _as_bool(section: str, key: str, value: Any) -> bool:
+    """true/false, or (from an environment variable) one of the usual spellings; anything else is an error."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ConfigError(f"config key {section}.{key} must be true or false, got {value!r}",
+                      f"write {key} = true or {key} = false (without quotes)")
+
+
 def _as_list(section: str, key: str, value: Any) -> list[str]:
     if isinstance(value, str):
         return [v.strip() for v in re.split(r"[,%s]" % re.escape(os.pathsep), value) if v.strip()]
@@ -189,6 +236,7 @@ def load_config(overrides: Mapping[str, Any] | None = None, env: Mapping[str, st
     for section in ("identity", "transcripts", "sync", "backup", "redact"):
         if section in raw and not isinstance(raw[section], dict):
             raise ConfigError(f"config key [{section}] must be a table")
+    _warn_unknown(raw, paths.config_file)
     merged: dict[str, dict[str, Any]] = {s: dict(raw.get(s, {})) for s in ("identity", "transcripts", "sync")}
     merged["identity"] = _ensure_identity(paths, merged["identity"])
     for var, (section, key) in ENV_KEYS.items():
@@ -218,8 +266,8 @@ def load_config(overrides: Mapping[str, Any] | None = None, env: Mapping[str, st
         raise ConfigError(f"config key sync.target must be a string, got {target!r}")
     try:
         parsed = parse_target(target)
-    except InvalidValue:
-        raise ConfigError(f"config key sync.target = {target!r} is invalid",
+    except InvalidValue as exc:  # "sqlite:" with no file says so, not just "invalid"
+        raise ConfigError(f"config key {exc.title}",
                           'use "https://gateway:8443", "sqlite:/path/to/log.db", "fdb", "fdb:/path/to/fdb.cluster"'
                           ' or "none"') from None
     publish = _as_list("sync", "publish", s.get("publish", [f"u/{identity.user}"]))
@@ -229,25 +277,28 @@ def load_config(overrides: Mapping[str, Any] | None = None, env: Mapping[str, st
             if not STREAM_RE.match(st):
                 raise ConfigError(f"config key sync.{key} has invalid stream {st!r}", STREAM_RULE)
     try:
+        if isinstance(s.get("api_version"), bool):
+            raise TypeError
         api_version = int(s.get("api_version", 730))
     except (TypeError, ValueError):
         raise ConfigError(f"config key sync.api_version must be 730 or 800, got {s.get('api_version')!r}") from None
     if api_version not in (730, 800):
         raise ConfigError(f"config key sync.api_version must be 730 or 800, got {api_version}")
     cluster_file = s.get("cluster_file")
+    if cluster_file is not None and not isinstance(cluster_file, str):
+        raise ConfigError(f"config key sync.cluster_file must be a path (a string), got {cluster_file!r}")
     if parsed.scheme == "fdb" and parsed.location:
         cluster_file = parsed.location
+    for k, v in s.items():
+        if k.startswith("tls_") and not isinstance(v, (str, bool, int)):
+            raise ConfigError(f"config key sync.{k} must be a string, got {v!r}")
     tls = {k[4:]: str(v) for k, v in s.items() if k.startswith("tls_")}
     batch_events = s.get("batch_events", 500)
     batch_bytes = s.get("batch_bytes", 4_000_000)
     for key, v in (("batch_events", batch_events), ("batch_bytes", batch_bytes)):
-        if not isinstance(v, int) or v <= 0:
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
             raise ConfigError(f"config key sync.{key} must be a positive integer, got {v!r}")
-    needs_credential = s.get("needs_credential", False)
-    if isinstance(needs_credential, str):
-        needs_credential = needs_credential.strip().lower() in ("1", "true", "yes")
-    if not isinstance(needs_credential, bool):
-        raise ConfigError(f"config key sync.needs_credential must be true or false, got {needs_credential!r}")
+    needs_credential = _as_bool("sync", "needs_credential", s.get("needs_credential", False))
     if "password" in tls:
         raise ConfigError("config key sync.tls_password must not be in the config file",
                           "store the passphrase with `cxsync login` and set needs_credential = true")

@@ -10,7 +10,7 @@ Not transcripts: *.meta.json, tool-results/, workflows/**/journal.jsonl, history
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
@@ -25,6 +25,32 @@ class TranscriptFile:
     parent: str | None  # the parent session for subagents (None for flat agent files until read)
     agent_id: str | None
     project_slug: str
+
+
+@dataclass
+class ScanProblems:
+    """What a scan could not look at, for ``import`` and ``status`` to report: folders it could not list
+    (picked up by a later scan once readable) and transcript files it will not read."""
+
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (folder, reason)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+
+    def messages(self) -> list[str]:
+        return ([f"cannot read folder {p}: {why}" for p, why in self.unreadable]
+                + [f"skipped {p}: {why}" for p, why in self.skipped])
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """A path as printable text even when its name is not valid UTF-8 (bytes shown as ``\\xNN``)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _encodable(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def default_roots(env: Mapping[str, str] | None = None, home: Path | None = None) -> list[Path]:
@@ -62,7 +88,7 @@ def projects_dir(root: Path) -> Path:
 
 def classify(path: Path, projects: Path) -> TranscriptFile | None:
     """What kind of transcript ``path`` is, or None when it is not a transcript."""
-    if path.suffix != ".jsonl":
+    if path.suffix != ".jsonl" or not _encodable(str(path)):
         return None
     try:
         rel = path.relative_to(projects)
@@ -82,15 +108,26 @@ def classify(path: Path, projects: Path) -> TranscriptFile | None:
     return None
 
 
-def discover(roots: Iterable[Path]) -> Iterator[TranscriptFile]:
+def discover(roots: Iterable[Path], problems: ScanProblems | None = None) -> Iterator[TranscriptFile]:
+    """Every transcript under ``roots``.  Folders that cannot be listed and files whose name is not valid UTF-8
+    (it could be neither stored nor synced) are noted in ``problems`` and passed over; the scan goes on."""
+    def unreadable(exc: OSError) -> None:
+        if problems is not None and exc.filename is not None:
+            problems.unreadable.append((display_path(exc.filename), exc.strerror or str(exc)))
+
     for root in roots:
         projects = projects_dir(root)
         if not projects.is_dir():
             continue
-        for dirpath, dirnames, filenames in os.walk(projects):
+        for dirpath, dirnames, filenames in os.walk(projects, onerror=unreadable):
             dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
             for name in sorted(filenames):
                 if name.endswith(".jsonl"):
-                    tf = classify(Path(dirpath) / name, projects)
+                    full = os.path.join(dirpath, name)
+                    if not _encodable(full):
+                        if problems is not None:
+                            problems.skipped.append((display_path(full), "the file name is not valid UTF-8"))
+                        continue
+                    tf = classify(Path(full), projects)
                     if tf is not None:
                         yield tf

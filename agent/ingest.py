@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from cxsync.agent import transcript as tx
-from cxsync.agent.discovery import TranscriptFile, classify, discover, projects_dir
+from cxsync.agent.discovery import ScanProblems, TranscriptFile, classify, discover, projects_dir
 from cxsync.agent.tailer import FileState, tail
 from cxsync.cache import Cache
 from cxsync.cache.apply import message_origin, origin_of_raw, owner_rank
@@ -39,18 +40,20 @@ class IngestStats:
     messages: int = 0
     sessions: int = 0
     skipped_lines: int = 0
+    repaired: int = 0  # records captured with fields of the wrong type ignored
     bytes: int = 0
     resets: int = 0
     errors: list[str] = field(default_factory=list)
 
     def add(self, o: "IngestStats") -> None:
-        for name in ("files", "records", "messages", "sessions", "skipped_lines", "bytes", "resets"):
+        for name in ("files", "records", "messages", "sessions", "skipped_lines", "repaired", "bytes", "resets"):
             setattr(self, name, getattr(self, name) + getattr(o, name))
         self.errors.extend(o.errors)
 
     def as_dict(self) -> dict[str, Any]:
         return {"files": self.files, "records": self.records, "messages": self.messages,
-                "sessions": self.sessions, "skipped_lines": self.skipped_lines, "bytes": self.bytes,
+                "sessions": self.sessions, "skipped_lines": self.skipped_lines, "repaired": self.repaired,
+                "bytes": self.bytes,
                 "resets": self.resets, "errors": self.errors}
 
 
@@ -223,11 +226,17 @@ class Ingestor:
         # kept here so that the next read merges with them instead of decoding them back from the cache.  The
         # files read most recently only: a backfill reads thousands once each, live capture a few many times.
         self._open: OrderedDict[str, tuple[str, list[tx.Piece]]] = OrderedDict()
+        self.problems = ScanProblems()  # of the last scan
+        self._refused: set[str] = set()  # files already warned about as unreadable: rescans stay quiet
+        self.stop: threading.Event | None = None  # set by the agent: a long file is left between two slices
 
     # ---- discovery ------------------------------------------------------------------------------------------
 
     def scan(self) -> list[TranscriptFile]:
-        return list(discover(self.roots))
+        problems = ScanProblems()
+        files = list(discover(self.roots, problems))
+        self.problems = problems
+        return files
 
     def classify(self, path: Path) -> TranscriptFile | None:
         for root in self.roots:
@@ -260,6 +269,9 @@ class Ingestor:
         if tf.kind == "agent-flat" and row and row.get("session_id"):
             parent = row["session_id"].split(":")[0]
         ctx = None
+        limit: int | None = None  # the size seen by the first read: a file outgrowing us waits for the next call
+        bad_lines: list[int] = []  # reported once per file read, never once per line
+        repaired = 0
         while True:
             try:
                 res = tail(path, state, max_bytes=max_bytes)
@@ -272,7 +284,9 @@ class Ingestor:
                 return
             except OSError as exc:
                 stats.errors.append(f"{path}: {exc.strerror or exc}")
-                log.warning("cannot read %s: %s", path, exc)
+                if path not in self._refused:
+                    self._refused.add(path)
+                    log.warning("cannot read %s: %s", path, exc.strerror or exc)
                 return
             if res.reset:
                 self._open.pop(path, None)
@@ -284,8 +298,9 @@ class Ingestor:
             for line in res.lines:
                 parsed = tx.parse_line(line.data)
                 if parsed.malformed:
-                    log.warning("%s:%d: %d unparseable piece(s) skipped", path, line.number, parsed.malformed)
+                    bad_lines.append(line.number)
                 malformed += parsed.malformed
+                repaired += parsed.repaired
                 for rec, raw in zip(parsed.records, parsed.raws):
                     pieces.append(tx.Piece(rec, raw, line.number))
             if tf.kind == "agent-flat" and parent is None:
@@ -306,8 +321,15 @@ class Ingestor:
             state = res.state
             lookup.produced(events)
             yield Slice(events, fstate)
-            if not res.more:
+            limit = res.state.size if limit is None else limit
+            if not res.more or res.state.offset >= limit or (self.stop is not None and self.stop.is_set()):
                 break
+        stats.repaired += repaired
+        if bad_lines:
+            shown = ", ".join(map(str, bad_lines[:5])) + (", …" if len(bad_lines) > 5 else "")
+            log.warning("%s: %d unparseable line(s) skipped (line %s)", path, len(bad_lines), shown)
+        if repaired:
+            log.warning("%s: %d record(s) captured without their fields of the wrong type", path, repaired)
         if ctx is not None:
             yield Slice([], None, end=(ctx, state))
 
@@ -440,7 +462,7 @@ class Ingestor:
             procs = os.environ.get("CXSYNC_IMPORT_PROCESSES", "").strip()
             reader_process = procs == "2" or (procs != "1" and
                                               sum(file_size(f.path) for f in files) >= backfill.MIN_BYTES)
-        total = IngestStats()
+        total = IngestStats(errors=self.problems.messages())
         self.cache.set_state(import_total=len(files), import_done=0)
         sink = Batch(self)
         if reader_process:

@@ -103,6 +103,7 @@ def collect(cfg: Config) -> Status:
         "streams": {},
         "last_error": None,
         "log_replaced": None,
+        "unreadable_folders": [],  # transcript folders the agent cannot list (rescanned until readable)
         "credential_backend": "env:CXSYNC_TOKEN" if os.environ.get("CXSYNC_TOKEN") else None,
         "target": cfg.sync.target,
         "cache": str(cfg.paths.cache_db),
@@ -117,6 +118,7 @@ def collect(cfg: Config) -> Status:
         out["workers"] = agent.get("workers") or {}
         out["log_replaced"] = agent.get("log_replaced")
         out["last_error"] = agent.get("error") or agent.get("warning")
+        out["unreadable_folders"] = list(agent.get("unreadable") or [])
     if cfg.paths.cache_db.exists():
         _from_cache(cfg, out, agent is not None)
     return out

@@ -41,6 +41,8 @@ def format_status(s: Mapping[str, Any]) -> str:
     lines.append(f"cache        {s.get('messages', 0):,} messages in {s.get('sessions', 0):,} sessions"
                  + (f", {render.size(size)}" if size is not None else ""))
     lines.append(f"watching     {s.get('transcripts_watched', 0):,} transcripts")
+    for folder in s.get("unreadable_folders") or []:  # issue 9: captured once readable
+        lines.append(f"unreadable   {render.visible(str(folder))} (captured once readable)")
     imp = s.get("import") or {}
     if imp.get("total"):
         lines.append(f"import       {imp.get('done', 0):,}/{imp['total']:,} files")

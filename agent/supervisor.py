@@ -42,6 +42,7 @@ log = logging.getLogger("cxsync.agent")
 DEBOUNCE = 0.05
 SLEEP_JUMP = 30.0  # seconds of wall clock beyond the monotonic clock that mean "the machine slept"
 CLOCK_INTERVAL = 60.0
+UNREADABLE_RESCAN = 10.0  # seconds between rescans while a transcript folder cannot be read (no event says when)
 
 
 @contextmanager
@@ -122,10 +123,12 @@ class Supervisor:
         self._threads: list[threading.Thread] = []
         self._observers: list[Any] = []
         self._initial_scan = True
+        self._handler: Any = None  # the watchdog handler, once the watchers run
         self.workers: dict[str, Worker] = {}
         self.backoff_base = 0.5  # replaceable: tests shorten the recovery of their workers
         self.backoff_cap = 30.0
         self.clock_interval = CLOCK_INTERVAL
+        self.unreadable_rescan = UNREADABLE_RESCAN
         self.knowledge_interval = 30.0
         self.wall_clock: Callable[[], float] = time.time  # replaceable: tests simulate a suspend
         self.wakeups = 0
@@ -156,7 +159,8 @@ class Supervisor:
         log.info("agent starting (pid %d, machine %s)", os.getpid(), self.cfg.identity.machine)
         self.cache = app.writable_cache(self.cfg)
         self.ingestor = app.ingestor(self.cfg, self.cache)
-        self.state.update(roots=[str(r) for r in self.ingestor.roots])
+        self.ingestor.stop = self.stop_event  # stopping never waits for the end of a long file
+        self.state.update(roots=[str(r) for r in self.ingestor.roots], unreadable=[])
         self._retry_undecodable()
         self._start_sync()
         from cxsync.agent.control import ControlServer
@@ -248,7 +252,7 @@ class Supervisor:
             targets.append(target)
         kind = "polling" if self.force_polling else "native"
         observer: Any = PollingObserver(timeout=2.0) if self.force_polling else Observer()
-        handler = _Enqueue(self._enqueue)
+        handler = self._handler = _Enqueue(self._enqueue)
         try:
             for t in targets:
                 observer.schedule(handler, str(t), recursive=True)
@@ -393,15 +397,18 @@ class Supervisor:
     def _ingest_step(self) -> float | None:
         """One round of capture (the worker guard runs it when ``_dirty_event`` is set, and again after a
         failure): the start-up scan first, then the files that changed."""
+        # A folder that cannot be read sends no event when it becomes readable: look again now and then.
+        again = self.unreadable_rescan if self.ingestor.problems.unreadable else None
         if self._initial_scan:
             self._full_scan(initial=True)
             self._initial_scan = False
-            return None
+            return self.unreadable_rescan if self.ingestor.problems.unreadable else None
+        woken = self._dirty_event.is_set()
         self.stop_event.wait(DEBOUNCE)  # let a burst of writes settle into one read
         self._dirty_event.clear()
         with self._dirty_lock:
             dirty, self._dirty = self._dirty, set()
-            rescan, self._rescan = self._rescan, False
+            rescan, self._rescan = self._rescan or (again is not None and not woken), False
         try:
             if rescan:
                 self._full_scan()
@@ -422,7 +429,7 @@ class Supervisor:
         if wrote:
             self._push_wake.set()
         self.state.publish()
-        return None
+        return self.unreadable_rescan if self.ingestor.problems.unreadable else None
 
     def _ingest_failed(self, exc: BaseException) -> None:
         # Offsets are committed with the rows they cover: a full rescan after a failure re-reads only what is new.
@@ -430,8 +437,17 @@ class Supervisor:
             self._rescan = True
 
     def _full_scan(self, initial: bool = False) -> None:
+        locked = {p for p, _ in self.ingestor.problems.unreadable}
         files = self.ingestor.scan()
-        self.state.update(watched=len(files))
+        # A folder the OS refused to watch while unreadable is watched on its own once it can be read.
+        for folder in locked - {p for p, _ in self.ingestor.problems.unreadable}:
+            if os.path.isdir(folder) and self._handler is not None:
+                for o in self._observers:
+                    try:
+                        o.schedule(self._handler, folder, recursive=True)
+                    except OSError as exc:
+                        log.warning("cannot watch %s: %s", folder, exc.strerror or exc)
+        self.state.update(watched=len(files), unreadable=[p for p, _ in self.ingestor.problems.unreadable])
         if initial:
             self.cache.set_state(import_total=len(files), import_done=0)
         wrote = False

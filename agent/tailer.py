@@ -11,8 +11,10 @@ because every record's identity is content-derived: what we already hold is reco
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 from dataclasses import dataclass, replace
 from typing import BinaryIO
 
@@ -51,33 +53,64 @@ class TailResult:
     more: bool = False  # stopped at max_bytes: call again
 
 
+class NotRegularFile(OSError):
+    """A path named like a transcript that is a FIFO, a device or a socket: reading it could block forever or
+    never end, so it is never opened."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(errno.EINVAL, "not a regular file (a FIFO, device or socket is never read)", path)
+
+
+def _open_regular(path: str) -> tuple[BinaryIO, os.stat_result]:
+    """Open ``path`` for reading only if it is a regular file (after symlinks).  Checked before opening, since
+    opening a FIFO blocks until a writer appears, and again on the open descriptor, in case the path was
+    swapped in between (non-blocking, so even then the open returns at once)."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise NotRegularFile(path)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+                 | getattr(os, "O_BINARY", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile(path)
+        return os.fdopen(fd, "rb"), st
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _head_hash(fh: BinaryIO, length: int) -> str:
     fh.seek(0)
     return hashlib.sha256(fh.read(length)).hexdigest()
 
 
-def _skip_to_newline(fh: BinaryIO, pos: int) -> int | None:
-    """Offset just past the next newline at or after pos, or None if the line is still open."""
+def _skip_to_newline(fh: BinaryIO, pos: int, end: int) -> int | None:
+    """Offset just past the next newline at or after pos (before ``end``), or None if the line is still open."""
     fh.seek(pos)
-    while True:
-        chunk = fh.read(CHUNK)
+    while pos < end:
+        chunk = fh.read(min(CHUNK, end - pos))
         if not chunk:
             return None
         i = chunk.find(b"\n")
         if i >= 0:
             return pos + i + 1
         pos += len(chunk)
+    return None
 
 
 def tail(path: str, state: FileState | None, *, max_bytes: int = 16 << 20, max_line: int = MAX_LINE) -> TailResult:
     """Read complete lines after ``state.offset``; at most about ``max_bytes`` per call (then ``more`` is set).
 
-    Raises FileNotFoundError when the file is gone: the caller stops tailing it and keeps what it captured.
+    Reads stop at the size the file had when it was opened: a file growing faster than it is read (or a
+    symlink to something endless) can never keep one call going.  Only regular files are read
+    (``NotRegularFile`` otherwise).  Raises FileNotFoundError when the file is gone: the caller stops tailing
+    it and keeps what it captured.
     """
-    st = os.stat(path)
     state = state or FileState(path)
     reset, reason = False, ""
-    with open(path, "rb") as fh:
+    fh, st = _open_regular(path)
+    end = st.st_size
+    with fh:
         if state.offset:
             if (state.inode, state.dev) != (st.st_ino, st.st_dev):
                 reset, reason = True, "replaced"
@@ -96,7 +129,8 @@ def tail(path: str, state: FileState | None, *, max_bytes: int = 16 << 20, max_l
             if pos - state.offset >= max_bytes and lines:
                 budget_hit = True
                 break
-            chunk = fh.read(CHUNK)
+            want = min(CHUNK, end - pos - len(buf))
+            chunk = fh.read(want) if want > 0 else b""
             if not chunk:
                 break
             buf = buf + chunk if buf else chunk
@@ -119,12 +153,12 @@ def tail(path: str, state: FileState | None, *, max_bytes: int = 16 << 20, max_l
                 break
             if len(buf) > max_line:
                 # A monster line: skip it without keeping it, or wait for its end.
-                end = _skip_to_newline(fh, pos + len(buf))
-                if end is None:
+                stop = _skip_to_newline(fh, pos + len(buf), end)
+                if stop is None:
                     break
                 number += 1
                 oversized += 1
-                pos = end
+                pos = stop
                 buf = b""
                 fh.seek(pos)
         head_len = min(pos, HEAD_BYTES)

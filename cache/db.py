@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,52 @@ from cxsync.sync.errors import CxError
 
 class CacheError(CxError):
     """The cache cannot be opened or used (corrupt, newer schema, unwritable)."""
+
+
+class DiskFull(CxError):
+    default_hint = "free some space on that disk (or move CXSYNC_HOME elsewhere); nothing captured so far is lost"
+
+
+class NotWritable(CxError):
+    default_hint = "make the folder writable, or point CXSYNC_HOME at a writable folder"
+
+
+class CacheDamaged(CacheError):
+    default_hint = ("move the file away and run `cxsync import` to capture the transcripts again, or restore it "
+                    "from a backup; when only the search index is damaged, `cxsync rebuild` repairs it")
+
+
+class CacheEmpty(CacheError):
+    default_hint = "run `cxsync import` (or start the agent) to fill it"
+
+
+def environment_error(exc: BaseException, path: str | os.PathLike[str] | None = None) -> CxError | None:
+    """``exc`` as the environment problem it is (disk full, read-only or unwritable folder, damaged cache),
+    with its own message and hint; None when it is none of those.  The one translator for the CLI and the
+    cache: a user must never read "unexpected error" because their disk is full."""
+    where = f" at {path}" if path is not None else ""
+    if isinstance(exc, CxError):
+        return exc
+    if isinstance(exc, apsw.FullError) or (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)):
+        what = exc.filename if isinstance(exc, OSError) and exc.filename else path or "the cache"
+        return DiskFull(f"the disk is full: cannot write {what}")
+    if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        target = exc.filename or path or "a cxsync folder"
+        if exc.errno == errno.EROFS:
+            return NotWritable(f"{target} is on a read-only file system")
+        return NotWritable(f"permission denied: {target}")
+    if isinstance(exc, (apsw.ReadOnlyError, apsw.CantOpenError, apsw.PermissionsError)):
+        return NotWritable(f"cannot write the cache{where}: {_apsw_reason(exc)}")
+    if isinstance(exc, (apsw.CorruptError, apsw.NotADBError)):
+        return CacheDamaged(f"the cache{where} is damaged: {_apsw_reason(exc)}")
+    if isinstance(exc, apsw.IOError):
+        return CacheError(f"input/output error on the cache{where}: {_apsw_reason(exc)}",
+                          "check the disk (dmesg, SMART); the cache can be rebuilt with `cxsync import`")
+    return None
+
+
+def _apsw_reason(exc: BaseException) -> str:
+    return str(exc).split(": ", 1)[-1]
 
 
 def _best_practice(conn: apsw.Connection) -> None:
@@ -50,7 +97,10 @@ def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> apsw.Con
             raise CacheError(f"no cache at {p}", "run `cxsync import` first")
         flags = apsw.SQLITE_OPEN_READONLY
     else:
-        p.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise (environment_error(exc, p.parent) or exc) from exc
         flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
         old_umask = os.umask(0o077)  # the db, -wal and -shm files are created private
     try:
@@ -58,6 +108,9 @@ def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> apsw.Con
         conn.setbusytimeout(10_000)  # before anything reads: registering the FTS5 function reads the schema
         from cxsync.cache import fts
 
+        # A file that is no database makes apsw's FTS5 lookup fail as "no FTS5": read the schema first, so
+        # that a damaged cache is reported as damaged.
+        conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()
         fts.register(conn)  # the index triggers call these; a migration may too
         if not readonly:
             # Rows of 1-3 KB (messages, stored events) waste a quarter of 4 KB pages; 16 KB pages pack them.
@@ -74,8 +127,8 @@ def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> apsw.Con
             migrate(conn)
         else:
             check_version(conn)
-    except apsw.Error as exc:
-        raise CacheError(f"cannot open the cache at {p}: {exc}") from exc
+    except (apsw.Error, OSError) as exc:
+        raise (environment_error(exc, p) or CacheError(f"cannot open the cache at {p}: {exc}")) from exc
     finally:
         if not readonly:
             os.umask(old_umask)
@@ -90,6 +143,12 @@ def schema_version(conn: apsw.Connection) -> int:
         return 0
     v = scalar(conn, "SELECT max(version) FROM migrations")
     return int(v or 0)
+
+
+def require_schema(conn: apsw.Connection, path: str | os.PathLike[str]) -> None:
+    """For readers: a cache that holds no schema yet is empty, not a database to run queries on."""
+    if schema_version(conn) == 0:
+        raise CacheEmpty(f"the cache at {path} is empty")
 
 
 def check_version(conn: apsw.Connection) -> None:

@@ -41,6 +41,15 @@ class Hit:
 
 
 _REL = re.compile(r"^(\d+)\s*([smhdw])$")
+MAX_PROJECT_CHARS = 4_096  # longer than any path: a longer --project is refused before SQLite sees it
+
+
+def check_project(project: str | None) -> None:
+    """A ``--project`` too long to be a path is the user's mistake, said as such (never blamed on the search
+    text; SQLite would refuse the LIKE pattern as "too complex")."""
+    if project is not None and len(project) > MAX_PROJECT_CHARS:
+        raise QueryError(f"--project is too long ({len(project):,} characters; the limit is {MAX_PROJECT_CHARS:,})",
+                         "give the project's path, or its last path component")
 
 
 def parse_since(when: str, now: datetime | None = None) -> str:
@@ -49,9 +58,13 @@ def parse_since(when: str, now: datetime | None = None) -> str:
     m = _REL.match(when.strip())
     if m:
         n, unit = int(m.group(1)), m.group(2)
-        delta = {"s": timedelta(seconds=n), "m": timedelta(minutes=n), "h": timedelta(hours=n),
-                 "d": timedelta(days=n), "w": timedelta(weeks=n)}[unit]
-        t = now - delta
+        try:
+            delta = {"s": timedelta(seconds=n), "m": timedelta(minutes=n), "h": timedelta(hours=n),
+                     "d": timedelta(days=n), "w": timedelta(weeks=n)}[unit]
+            t = now - delta
+        except OverflowError:
+            raise QueryError(f"--since {when.strip()!r} is further back than any date",
+                             "use a relative age like 2h, 3d, 1w or a date like 2026-11-01") from None
     else:
         try:
             t = datetime.fromisoformat(when.strip().replace("Z", "+00:00"))
@@ -124,6 +137,7 @@ class Queries:
 
     def search(self, text: str, *, limit: int = 10, project: str | None = None, session: str | None = None,
                role: str | None = None, since: str | None = None, fts: bool = False) -> list[Hit]:
+        check_project(project)
         query, words, phrase = self._match(text, fts)
         limit = max(1, int(limit))
         where: list[str] = []
@@ -276,6 +290,7 @@ class Queries:
 
     def sessions(self, *, limit: int | None = None, project: str | None = None,
                  include_subagents: bool = False) -> list[dict[str, Any]]:
+        check_project(project)
         where = [] if include_subagents else ["s.session_id = s.root_session"]
         params: dict[str, Any] = {}
         if project:

@@ -15,7 +15,7 @@ import apsw
 import orjson
 
 from cxsync.cache.apply import ApplyResult, Router, apply_in_tx, apply_pulled_in_tx, retry_undecodable_in_tx
-from cxsync.cache.db import connect, now_iso, scalar
+from cxsync.cache.db import connect, now_iso, require_schema, scalar
 from cxsync.cache import search as _search
 from cxsync.sync import events as ev
 from cxsync.sync.port import LogEntry
@@ -56,6 +56,12 @@ class Cache(_search.Queries):
         self.path = Path(path)
         self.readonly = readonly
         self.conn = connect(self.path, readonly=readonly)
+        if readonly:
+            try:
+                require_schema(self.conn, self.path)
+            except BaseException:
+                self.conn.close()
+                raise
         self.route = route
         self.transform = transform  # applied to local events before they are stored (e.g. redaction)
         self._lock = threading.RLock()  # one writer connection, shared by the agent's threads

@@ -166,6 +166,8 @@ def decode(blob: bytes) -> ContextEvent:
         raw = _zstd()[1].decompress(blob[1:]) if version == CODEC_VERSION else zlib.decompress(blob[1:])
         head, sep, tail = raw.partition(b"\n")
         body = orjson.loads(head)
+        if not isinstance(body, dict):
+            raise ValueError("not an event object")
         data = body.get("d")
         if isinstance(data, dict) and ("R" in data or "RR" in data):
             n = data.pop("R") if "R" in data else data.pop("RR")
@@ -186,7 +188,7 @@ def decode(blob: bytes) -> ContextEvent:
         object.__setattr__(event, "_wire", bytes(blob))
         return event
     except (zlib.error, zstandard.ZstdError, orjson.JSONDecodeError, TypeError, ValueError, AttributeError,
-            UnicodeDecodeError) as exc:
+            UnicodeDecodeError, KeyError) as exc:
         raise CodecError(f"corrupt event payload: {exc}") from exc
 
 

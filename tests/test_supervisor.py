@@ -159,3 +159,22 @@ def test_status_says_syncing_while_a_push_is_in_flight(tmp_path, claude_home, no
     finally:
         gate.set()
         sup.stop(5)
+
+
+def test_a_worker_stopped_by_a_full_disk_says_so(cfg, monkeypatch, no_thread_leak) -> None:
+    import apsw
+
+    from cxsync.agent.ingest import Ingestor
+
+    def full(self, *a, **kw):
+        raise apsw.FullError("FullError: database or disk is full")
+
+    monkeypatch.setattr(Ingestor, "ingest_file", full)
+    sup = Supervisor(cfg)
+    sup.start()
+    try:
+        err = wait_until(lambda: sup._error, 10, what="the ingest worker's death reported")
+        assert err["title"].startswith("worker ingest stopped: the disk is full"), err
+        assert "free some space" in err["hint"] and "unexpected" not in err["title"]
+    finally:
+        sup.stop(5)

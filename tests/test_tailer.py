@@ -115,3 +115,56 @@ def test_blank_lines_count_but_are_not_returned(tmp_path: Path) -> None:
     _write(p, b'{"a":1}\n\n{"b":2}\n', "wb")
     r = tail(str(p), None)
     assert [l.number for l in r.lines] == [1, 3]
+
+
+# ---- hostile files: only regular files are read, and never past the size seen at open ---------------------
+
+
+def test_fifo_named_like_a_transcript_is_refused_without_blocking(tmp_path: Path) -> None:
+    import threading
+
+    from cxsync.agent.tailer import NotRegularFile
+
+    fifo = tmp_path / "x.jsonl"
+    os.mkfifo(fifo)
+    outcome: list[BaseException | object] = []
+    t = threading.Thread(target=lambda: outcome.append(_catch(lambda: tail(str(fifo), None))), daemon=True)
+    t.start()
+    t.join(5)
+    if t.is_alive():  # opening a FIFO blocks until a writer comes: be that writer, so the thread can end
+        with open(fifo, "wb"):
+            pass
+        t.join(5)
+        pytest.fail("tail blocked on a FIFO")
+    assert isinstance(outcome[0], NotRegularFile)
+
+
+def _catch(fn):  # type: ignore[no-untyped-def]
+    try:
+        return fn()
+    except BaseException as exc:  # noqa: BLE001 - the test inspects it
+        return exc
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/null", "/dev/urandom"])
+def test_symlink_to_a_device_is_refused(tmp_path: Path, device: str) -> None:
+    from cxsync.agent.tailer import NotRegularFile
+
+    if not os.path.exists(device):
+        pytest.skip(f"no {device} here")
+    link = tmp_path / "x.jsonl"
+    os.symlink(device, link)
+    with pytest.raises(NotRegularFile):
+        tail(str(link), None)
+
+
+def test_reads_stop_at_the_size_seen_when_the_file_was_opened(tmp_path: Path) -> None:
+    # /proc files are regular files that say they are empty and yet read on: a file that grows while it is
+    # read looks the same to the reader.  Nothing past the size of the open file is read.
+    src = "/proc/self/status"
+    if not os.path.exists(src):
+        pytest.skip("needs /proc")
+    link = tmp_path / "x.jsonl"
+    os.symlink(src, link)
+    r = tail(str(link), None)
+    assert r.lines == [] and r.state.offset == 0 and not r.more
