@@ -61,6 +61,7 @@ Status = TypedDict("Status", {
     "streams": "dict[str, StreamStatus]",
     "last_error": "ErrorInfo | None",  # current, never stale: it clears when its worker recovers
     "log_replaced": "dict[str, Any] | None",  # the log was deleted or replaced and what was republished
+    "unreadable_folders": "list[str]",  # transcript folders the agent cannot list (rescanned until readable)
     "credential_backend": "str | None",
     "target": str,
     "cache": str,
