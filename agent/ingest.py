@@ -310,7 +310,7 @@ class Ingestor:
             events, n_msgs, new_session = self._normalise(ctx, tf, pieces, lookup)
             stats.records += len(pieces)
             stats.messages += n_msgs
-            stats.sessions += int(new_session)
+            stats.sessions += int(new_session and ctx.session == ctx.root_session)  # as status and `sessions` count
             stats.skipped_lines += malformed
             fstate = {
                 "path": path, "kind": tf.kind, "session_id": ctx.session, "inode": res.state.inode,

@@ -120,6 +120,7 @@ def collect(cfg: Config) -> Status:
         out["log_replaced"] = agent.get("log_replaced")
         out["last_error"] = agent.get("error") or agent.get("warning")
         out["unreadable_folders"] = list(agent.get("unreadable") or [])
+        out["target"] = str(agent.get("target") or out["target"])  # the running agent's, not this shell's
     if cfg.paths.cache_db.exists():
         _from_cache(cfg, out, agent is not None)
     return out

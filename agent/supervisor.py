@@ -153,6 +153,7 @@ class Supervisor:
     def _start(self, paths: Paths) -> None:
         self.state.set_busy_hint(self._work_queued)
         self.state.on_recovered = self._recovered
+        self.state.update(target=self.cfg.sync.target)  # status shows the agent's own target, not the caller's
         self.state.update(started_at=time.time(), watched=0, observer="none", credential_backend=None,
                           roots=[], log_replaced=None)
         self.log_handler = setup_file_logging(self.cfg)

@@ -109,6 +109,7 @@ def test_a_shared_item_reaches_the_team_and_unshare_withdraws_it(team: tuple[Hom
     assert list(seen) == [public["id"]] and seen[public["id"]]["user"] == "alice"
     assert seen[public["id"]]["shares"] == [{"scope": "team"}]
     assert bob.js("knowledge", "show", public["id"])["data"]["rationale"].startswith("because wall clocks")
+    assert public["id"] in json.dumps(bob.js("recall", "versionstamp cursors"))  # and in recall
     # nothing private on bob's side: not in his cache, not on the team stream
     assert not bob.rows("SELECT 1 FROM knowledge WHERE knowledge_id = ?", private["id"])
     assert "zanzibar" not in json.dumps(bob.rows("SELECT extracted_data FROM knowledge"))
@@ -122,6 +123,7 @@ def test_a_shared_item_reaches_the_team_and_unshare_withdraws_it(team: tuple[Hom
     bob.js("sync", "--once")
     assert _visible(bob) == {}
     assert _visible(alice)[public["id"]]["shares"] == []
+    assert public["id"] not in json.dumps(bob.js("recall", "versionstamp cursors"))
     # and shared again later: back
     alice.js("share", public["id"], "--scope", "team")
     alice.js("sync", "--once")

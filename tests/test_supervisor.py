@@ -161,7 +161,7 @@ def test_status_says_syncing_while_a_push_is_in_flight(tmp_path, claude_home, no
         sup.stop(5)
 
 
-def test_a_worker_stopped_by_a_full_disk_says_so(cfg, monkeypatch, no_thread_leak) -> None:
+def test_a_worker_stopped_by_a_full_disk_says_so_and_how_it_recovers(cfg, monkeypatch, no_thread_leak) -> None:
     import apsw
 
     from cxsync.agent.ingest import Ingestor
@@ -173,8 +173,9 @@ def test_a_worker_stopped_by_a_full_disk_says_so(cfg, monkeypatch, no_thread_lea
     sup = Supervisor(cfg)
     sup.start()
     try:
-        err = wait_until(lambda: sup._error, 10, what="the ingest worker's death reported")
-        assert err["title"].startswith("worker ingest stopped: the disk is full"), err
+        err = wait_until(lambda: sup.snapshot()["last_error"], 10, what="the ingest worker's failure reported")
+        assert "the disk is full" in err["title"] and err["kind"] == "disk-full", err
         assert "free some space" in err["hint"] and "unexpected" not in err["title"]
+        assert sup.snapshot()["state"] == "error"
     finally:
         sup.stop(5)
