@@ -69,13 +69,9 @@ def console(file: TextIO | None = None, width: int | None = None) -> Any:
 
 
 def parse_time(iso: str | None) -> datetime | None:
-    if not iso:
-        return None
-    try:
-        t = datetime.fromisoformat(iso.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    from cxsync.sync.clock import parse_iso
+
+    return parse_iso(iso)
 
 
 def local_time(iso: str | None) -> str:

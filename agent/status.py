@@ -76,13 +76,10 @@ def read_agent_file(cfg: Config) -> dict[str, Any] | None:
 
 
 def _age(iso: str | None) -> float | None:
-    if not iso:
-        return None
-    try:
-        t = datetime.fromisoformat(iso.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return max(0.0, (datetime.now(timezone.utc) - t).total_seconds())
+    from cxsync.sync.clock import parse_iso
+
+    t = parse_iso(iso)
+    return None if t is None else max(0.0, (datetime.now(timezone.utc) - t).total_seconds())
 
 
 def collect(cfg: Config) -> Status:

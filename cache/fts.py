@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 import threading
 import weakref
-from datetime import datetime, timezone
 from typing import Any, Iterator, Mapping, Sequence, cast
 
 import apsw
+
+from cxsync.sync.clock import parse_iso
 
 TOKENIZE = ("porter", ["unicode61", "remove_diacritics", "2"])  # as in the schema's tokenize= option
 SLOTS = 256  # ids per second of occurred_at: id = seconds * SLOTS + slot
@@ -157,15 +158,8 @@ def rank(api: apsw.FTS5ExtensionApi, *idf: float) -> float:
 
 
 def epoch_seconds(iso: str | None) -> int | None:
-    if not iso:
-        return None
-    try:
-        t = datetime.fromisoformat(iso.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=timezone.utc)
-    return int(t.timestamp())
+    t = parse_iso(iso)
+    return None if t is None else int(t.timestamp())
 
 
 def id_floor(iso: str) -> int:
