@@ -34,6 +34,7 @@ from cxsync.sync.port import (
     QuotaExceeded,
     TransientLogError,
     check_cursor,
+    check_read,
     validate_stream,
 )
 
@@ -492,10 +493,7 @@ class FdbEventLog:
     # ---- read --------------------------------------------------------------------------------------------
 
     def read(self, stream: str, after: bytes | None, limit: int = 1000) -> list[LogEntry]:
-        validate_stream(stream)
-        after = check_cursor(after)
-        if not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        after = check_read(stream, after, limit)
         begin, end = self.keys.log_range(stream)
         selector = (fdb.KeySelector.first_greater_than(self.keys.log_key(stream, after)) if after is not None
                     else fdb.KeySelector.first_greater_or_equal(begin))

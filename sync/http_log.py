@@ -38,6 +38,7 @@ from cxsync.sync.port import (
     QuotaExceeded,
     TransientLogError,
     check_cursor,
+    check_read,
     validate_name,
     validate_stream,
 )
@@ -131,10 +132,7 @@ class HttpEventLog:
         return cursors
 
     def read(self, stream: str, after: bytes | None, limit: int = 1000) -> list[LogEntry]:
-        validate_stream(stream)
-        after = check_cursor(after)
-        if not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        after = check_read(stream, after, limit)
         out: list[LogEntry] = []
         cursor = after
         while len(out) < limit:  # the server pages by at most 1000: ask again for larger limits

@@ -101,3 +101,11 @@ def check_cursor(after: bytes | None) -> bytes | None:
     if after is not None and (not isinstance(after, (bytes, bytearray)) or len(after) != CURSOR_LEN):
         raise InvalidValue(f"a cursor is {CURSOR_LEN} bytes, got {after!r}")
     return bytes(after) if after is not None else None
+
+
+def check_read(stream: str, after: bytes | None, limit: int) -> bytes | None:
+    """The arguments of ``EventLog.read``, checked the same way by every adapter; the cursor as bytes."""
+    validate_stream(stream)
+    if not isinstance(limit, int) or limit < 1:
+        raise InvalidValue(f"limit must be a positive integer, got {limit!r}")
+    return check_cursor(after)

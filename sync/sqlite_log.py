@@ -62,6 +62,7 @@ from cxsync.sync.port import (
     PermanentLogError,
     TransientLogError,
     check_cursor,
+    check_read,
     validate_name,
     validate_stream,
 )
@@ -180,10 +181,7 @@ class SqliteEventLog:
         return cursors
 
     def read(self, stream: str, after: bytes | None, limit: int = 1000) -> list[LogEntry]:
-        validate_stream(stream)
-        after = check_cursor(after)
-        if not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        after = check_read(stream, after, limit)
         with self._lock, self._sqlite("read from"):
             rows = self._connection().execute(
                 "SELECT cursor, event_id, payload FROM events WHERE tenant = ? AND stream = ? AND cursor > ?"
