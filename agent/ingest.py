@@ -471,7 +471,8 @@ class Ingestor:
             results = self._read_here(files, BackfillLookup(self.cache))
         for i, (tf, slices, payloads, stats) in enumerate(results, 1):
             total.add(stats)
-            sink.payloads.update((eid, ev.seal(raw)) for eid, raw in payloads.items())
+            dictionary = self.cache.dictionary()
+            sink.payloads.update((eid, ev.seal(raw, dictionary)) for eid, raw in payloads.items())
             for sl in slices:
                 sink.put(sl)
             if progress:

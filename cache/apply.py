@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, cast
 import apsw
 import orjson
 
-from cxsync.cache import fts
+from cxsync.cache import compress, fts
 from cxsync.cache.db import now_iso, one_row, scalar
 from cxsync.sync import events as ev
 
@@ -411,10 +411,20 @@ def apply_in_tx(conn: apsw.Connection, events: Iterable[ev.ContextEvent], origin
     base = scalar(conn, "SELECT coalesce(max(seq), 0) FROM events")
     seqs = {e.event_id: base + i for i, e in enumerate(fresh, 1)}
     payloads = payloads or {}
+    # Events made here are sealed with the cache's dictionary; what came with bytes (a pull) keeps them.
+    dictionary = compress.active(conn) if origin == "local" else None
+
+    def payload(e: ev.ContextEvent) -> bytes:
+        got = payloads.get(e.event_id)
+        if got:
+            return got
+        if dictionary is not None and e.wire is None:
+            return ev.seal(ev.serialize(e), dictionary)
+        return ev.encode(e)
+
     conn.executemany(
         "INSERT INTO events(seq, event_id, type, origin, payload, received_at) VALUES (?,?,?,?,?,?)",
-        [(seqs[e.event_id], e.event_id, e.type, origin, payloads.get(e.event_id) or ev.encode(e), now)
-         for e in fresh])
+        [(seqs[e.event_id], e.event_id, e.type, origin, payload(e), now) for e in fresh])
     res.applied = len(fresh)
     res.event_ids = [e.event_id for e in fresh]
 

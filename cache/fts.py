@@ -97,7 +97,11 @@ def texts_of(conn: apsw.Connection, event_ids: Sequence[str]) -> dict[str, str]:
 
 def register(conn: apsw.Connection) -> None:
     """The SQL functions of the index triggers, on one connection (every connection the cache opens):
-    ``cx_text(event_id)`` and ``cx_idents(event_id)``, the text of a message and the parts of its identifiers."""
+    ``cx_text(event_id)`` and ``cx_idents(event_id)``, the text of a message and the parts of its identifiers.
+    It also registers the cache's compression dictionaries, which its stored events need to be read."""
+    from cxsync.cache import compress
+
+    compress.load(conn)
     ref = weakref.ref(conn)
     last: list[Any] = [None, ""]  # the last text looked up: a trigger asks for its text, then its idents
 

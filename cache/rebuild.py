@@ -40,7 +40,8 @@ def rebuild_cache(path: Path, opener: Callable[[Path], Any]) -> dict[str, int]:
             n += len(events)
         with new.conn:
             new.conn.execute("ATTACH DATABASE ? AS old", (str(path),))
-            for table in ("files", "cursors", "state", "undecodable"):
+            # The dictionaries too: the payloads were copied as they are, sealed with them.
+            for table in ("files", "cursors", "state", "undecodable", "dictionaries"):
                 new.conn.execute(f"INSERT OR REPLACE INTO main.{table} SELECT * FROM old.{table}")
             new.conn.execute(
                 "INSERT INTO main.outbox(event_seq, stream, state, attempts, cursor, last_error, acked_at)"

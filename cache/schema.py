@@ -310,4 +310,17 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE cursors ADD COLUMN behind INTEGER NOT NULL DEFAULT 0;
         """,
     ),
+    (
+        6,
+        "a compression dictionary for the stored events",
+        """
+        -- zstd dictionaries trained on this cache's own events (cache/compress.py): a payload of codec version 3
+        -- names the one it was sealed with. Never edited or deleted.
+        CREATE TABLE dictionaries (
+            dict_id INTEGER PRIMARY KEY,
+            data BLOB NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        """,
+    ),
 ]

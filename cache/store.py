@@ -16,6 +16,7 @@ import orjson
 
 from cxsync.cache.apply import ApplyResult, Router, apply_in_tx, apply_pulled_in_tx, retry_undecodable_in_tx
 from cxsync.cache.db import connect, now_iso, require_schema, scalar
+from cxsync.cache import compress
 from cxsync.cache import search as _search
 from cxsync.sync import events as ev
 from cxsync.sync.port import LogEntry
@@ -65,6 +66,7 @@ class Cache(_search.Queries):
         self.route = route
         self.transform = transform  # applied to local events before they are stored (e.g. redaction)
         self._lock = threading.RLock()  # one writer connection, shared by the agent's threads
+        self._train_at: int | None = compress.MIN_EVENTS  # the stored events from which a dictionary is (next) tried
 
     def close(self) -> None:
         self.conn.close()
@@ -102,6 +104,8 @@ class Cache(_search.Queries):
         if origin == "local" and self.transform is not None:
             events = [self.transform(e) for e in events]
         with self._write():
+            if origin == "local":
+                self._train_dictionary()
             res = apply_in_tx(self.conn, events, origin, self.route if origin == "local" else None, payloads)
             for f in files:
                 self._save_file(f)
@@ -110,6 +114,22 @@ class Cache(_search.Queries):
                     "INSERT INTO cursors(stream, cursor, updated_at) VALUES (?,?,?) ON CONFLICT(stream) DO UPDATE"
                     " SET cursor=excluded.cursor, updated_at=excluded.updated_at", (cursor[0], cursor[1], now_iso()))
         return res
+
+    def _train_dictionary(self) -> None:
+        """The cache's first compression dictionary, once it holds enough events to learn from (cache/compress)."""
+        if self._train_at is None:
+            return
+        stored = scalar(self.conn, "SELECT coalesce(max(seq), 0) FROM events")
+        if stored < self._train_at:
+            return
+        if compress.maybe_train(self.conn) is None:
+            self._train_at = stored + compress.MIN_EVENTS  # nothing to learn from yet: try again later
+        else:
+            self._train_at = None
+
+    def dictionary(self) -> int | None:
+        """The id of the dictionary local events are sealed with now (None before the first)."""
+        return compress.active(self.conn)
 
     def apply_pulled(self, stream: str, entries: Sequence[LogEntry], *, log_id: str | None = None,
                      caught_up: bool = True, behind: int = 0) -> ApplyResult | None:

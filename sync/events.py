@@ -7,16 +7,22 @@ consumer can treat a replay as a no-op.
 The codec is versioned and compact: one version byte, then compressed orjson.  Version 2 (written now) is
 zstandard level 3 — five times faster than zlib on these payloads at the same ratio; version 1 (zlib) is still
 read.  ``decode`` refuses versions it does not know with a clear error rather than guessing.
+
+Version 3 never leaves a cache: zstandard with a dictionary trained on that cache's own events (its frames name the
+dictionary's id).  Small frames of similar JSON compress twice as well with one, and faster.  A cache registers its
+dictionaries when it is opened; an event decoded from a version-3 payload hands ``encode`` a version-2 wire form
+of the same bytes, so nothing compressed with a dictionary ever reaches a log.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import secrets
 import threading
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import orjson
 import zstandard
@@ -38,13 +44,68 @@ EVENT_TYPES = frozenset(
 
 CODEC_VERSION = 2
 CODEC_ZLIB = 1
+CODEC_DICT = 3  # cache-local only
+DICTIONARY_SIZE = 256 << 10  # as good as 1 MB on transcript events, and quicker to train and to load
 _tls = threading.local()  # zstd (de)compressors are not safe to share between threads
+_dictionaries: dict[int, zstandard.ZstdCompressionDict] = {}  # every dictionary this process has registered, by id
+_dictionaries_lock = threading.Lock()
 
 
 def _zstd() -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
     pair = getattr(_tls, "zstd", None)
     if pair is None:
         pair = _tls.zstd = (zstandard.ZstdCompressor(level=3), zstandard.ZstdDecompressor())
+    return pair
+
+
+def train_dictionary(samples: Sequence[bytes], size: int = DICTIONARY_SIZE) -> bytes:
+    """A compression dictionary for events like ``samples`` (``serialize``d events), under a fresh random id."""
+    # Ids below 32768 and from 2**31 are reserved by zstd's format.
+    dict_id = 32768 + secrets.randbelow(2**31 - 32768)
+    return bytes(zstandard.train_dictionary(size, list(samples), dict_id=dict_id, level=3).as_bytes())
+
+
+def register_dictionary(data: bytes) -> int:
+    """Make a dictionary usable by ``seal`` and ``decode`` in this process; returns its id."""
+    d = zstandard.ZstdCompressionDict(bytes(data))
+    dict_id = int(d.dict_id())
+    if dict_id == 0:
+        raise CodecError("not a zstd dictionary (it has no id)")
+    with _dictionaries_lock:
+        _dictionaries.setdefault(dict_id, d)
+    return dict_id
+
+
+def has_dictionary(dict_id: int) -> bool:
+    return dict_id in _dictionaries
+
+
+_dictionary_source: Callable[[int], bytes | None] | None = None
+
+
+def set_dictionary_source(source: Callable[[int], bytes | None]) -> None:
+    """Where a dictionary this process has not registered is looked for (the caches it has open), by id."""
+    global _dictionary_source
+    _dictionary_source = source
+
+
+def _dict_zstd(dict_id: int) -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
+    pairs = getattr(_tls, "dicts", None)
+    if pairs is None:
+        pairs = _tls.dicts = {}
+    pair = pairs.get(dict_id)
+    if pair is None:
+        d = _dictionaries.get(dict_id)
+        if d is None and _dictionary_source is not None:
+            data = _dictionary_source(dict_id)  # trained since its cache was opened here
+            if data is not None:
+                register_dictionary(data)
+                d = _dictionaries.get(dict_id)
+        if d is None:
+            raise CodecError(f"this event was compressed with dictionary {dict_id}, which this process has not"
+                             " loaded: open its cache with cxsync.cache.open_cache")
+        pair = pairs[dict_id] = (zstandard.ZstdCompressor(level=3, dict_data=d),
+                                 zstandard.ZstdDecompressor(dict_data=d))
     return pair
 _SHORT = {  # compact wire names, stable forever for codec version 1
     "type": "t",
@@ -97,6 +158,9 @@ class ContextEvent:
         again, so an event read from the outbox or a log travels on exactly as it came (decoded once, at the
         edge).  Not a field: a copy made with ``dataclasses.replace`` (other data) does not inherit them."""
         wire = self.__dict__.get("_wire")
+        if wire is None and isinstance(self.__dict__.get("_serialized"), bytes):
+            wire = seal(self.__dict__["_serialized"])  # decoded from a cache-local payload: never sent as is
+            object.__setattr__(self, "_wire", wire)
         return wire if isinstance(wire, bytes) else None
 
     @property
@@ -143,10 +207,41 @@ def serialize(event: ContextEvent) -> bytes:
     return orjson.dumps(body) + tail
 
 
-def seal(serialized: bytes) -> bytes:
+def seal(serialized: bytes, dictionary: int | None = None) -> bytes:
     """The wire form of a ``serialize``d event: the version byte, then zstd.  Split from ``serialize`` so a
-    backfill can serialise in one process and compress in another."""
-    return bytes([CODEC_VERSION]) + _zstd()[0].compress(serialized)
+    backfill can serialise in one process and compress in another.  With a registered ``dictionary``, the
+    cache-local form (version 3) instead."""
+    if dictionary is None:
+        return bytes([CODEC_VERSION]) + _zstd()[0].compress(serialized)
+    return bytes([CODEC_DICT]) + _dict_zstd(dictionary)[0].compress(serialized)
+
+
+def wire_form(blob: bytes) -> bytes:
+    """A stored payload as it may travel: a cache-local (version 3) one is recompressed without its dictionary."""
+    if blob[:1] != bytes([CODEC_DICT]):
+        return blob
+    return seal(_unseal(blob))
+
+
+def _unseal(blob: bytes) -> bytes:
+    version = blob[0]
+    if version == CODEC_VERSION:
+        return bytes(_zstd()[1].decompress(blob[1:]))
+    if version == CODEC_DICT:
+        dict_id = zstandard.get_frame_parameters(blob[1:]).dict_id
+        return bytes(_dict_zstd(dict_id)[1].decompress(blob[1:]))
+    if version == CODEC_ZLIB:
+        return zlib.decompress(blob[1:])
+    raise CodecError(f"event codec version {version} is not supported by this cxsync (knows {CODEC_ZLIB} to"
+                     f" {CODEC_DICT}): upgrade cxsync")
+
+
+def serialized(blob: bytes) -> bytes:
+    """The ``serialize``d bytes inside a payload of any version (what a dictionary is trained on)."""
+    try:
+        return _unseal(blob)
+    except (zlib.error, zstandard.ZstdError) as exc:
+        raise CodecError(f"corrupt event payload: {exc}") from exc
 
 
 def encode(event: ContextEvent) -> bytes:
@@ -158,12 +253,8 @@ def encode(event: ContextEvent) -> bytes:
 def decode(blob: bytes) -> ContextEvent:
     if not blob:
         raise CodecError("empty event payload")
-    version = blob[0]
-    if version not in (CODEC_VERSION, CODEC_ZLIB):
-        raise CodecError(f"event codec version {version} is not supported by this cxsync (knows {CODEC_ZLIB} and"
-                         f" {CODEC_VERSION}): upgrade cxsync")
     try:
-        raw = _zstd()[1].decompress(blob[1:]) if version == CODEC_VERSION else zlib.decompress(blob[1:])
+        raw = _unseal(blob)
         head, sep, tail = raw.partition(b"\n")
         body = orjson.loads(head)
         if not isinstance(body, dict):
@@ -185,7 +276,10 @@ def decode(blob: bytes) -> ContextEvent:
         if not isinstance(fields.get("data", {}), dict):
             raise ValueError("the event data is not an object")
         event = ContextEvent(**fields)
-        object.__setattr__(event, "_wire", bytes(blob))
+        if blob[0] == CODEC_DICT:
+            object.__setattr__(event, "_serialized", raw)  # ``wire`` compresses it again, plainly, if asked
+        else:
+            object.__setattr__(event, "_wire", bytes(blob))
         return event
     except (zlib.error, zstandard.ZstdError, orjson.JSONDecodeError, TypeError, ValueError, AttributeError,
             UnicodeDecodeError, KeyError) as exc:

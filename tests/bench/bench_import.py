@@ -224,6 +224,19 @@ def measure_search(work: Path, queries: int, seed: int) -> None:
     _print_search(results)
 
 
+def _history(kept: Path | None, home: Path, messages: int, seed: int) -> dict[str, int]:
+    """Generate the history into ``home``; with ``kept``, generate it there once (its counts beside it) and link it."""
+    if kept is None:
+        return generate(home, messages, seed=seed)
+    done = kept / f"history-{messages}-{seed}.json"
+    if not done.exists():
+        shutil.rmtree(kept / "claude", ignore_errors=True)
+        gen = generate(kept / "claude", messages, seed=seed)
+        done.write_text(json.dumps(gen))
+    home.symlink_to((kept / "claude").resolve(), target_is_directory=True)
+    return dict(json.loads(done.read_text()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=100_000)
@@ -231,6 +244,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--reuse", type=Path, help="a work folder kept by --keep: measure size and search only")
+    ap.add_argument("--history", type=Path,
+                    help="a folder holding (or to hold) the generated history: generated once, reused by later runs")
     args = ap.parse_args()
     if args.reuse:
         measure_search(args.reuse, args.queries, args.seed)
@@ -239,7 +254,7 @@ def main() -> None:
     try:
         home = work / "claude"
         t0 = time.perf_counter()
-        gen = generate(home, args.messages, seed=args.seed)
+        gen = _history(args.history, home, args.messages, args.seed)
         print(f"generated {gen['messages']:,} messages, {gen['lines']:,} lines, {gen['bytes'] / 1e6:,.1f} MB "
               f"in {gen['sessions']:,} sessions ({time.perf_counter() - t0:.0f} s)", flush=True)
         n_rows = stage_rows(home, work / "staged.db")
