@@ -1,14 +1,15 @@
-"""A large backfill's reader process: it tails, parses, normalises and encodes transcripts while the importing
-process writes what it produced.  Parsing is Python and holds the GIL; writing is mostly SQLite and FTS5; in two
-processes they overlap on two cores.
+"""A large backfill's reader processes: they tail, parse, normalise, encode and compress transcripts while the
+importing process writes what they produced.  Parsing is Python and holds the GIL; writing is mostly SQLite and
+FTS5; in separate processes they overlap on several cores.
 
-The reader looks things up through its own read-only connection to the cache and keeps the set of what it
-produced (``_Held``) for whatever the writer has not committed yet.  Files are handed over in order, so the
-result is the same as reading them in one process.
+Each reader looks things up through its own read-only connection to the cache and keeps what it produced and the
+writer has not committed yet (``BackfillLookup``), forgetting it once the writer says it is committed (which keeps
+a reader's memory bounded however large the history).  A project's files all go to one reader, in order: copies
+made by resume and fork stay in their project, so every reader decides exactly as one reader would.
 
-The reader never outlives the importer, however the importer ends (SIGKILL included): it holds the read end of a
-"lifeline" pipe whose only write end is the importer's, and exits the moment that end closes.  With the reader
-gone, multiprocessing's resource tracker (whose pipe the two shared) sees end of file and exits too.
+A reader never outlives the importer, however the importer ends (SIGKILL included): it holds the read end of a
+"lifeline" pipe whose only write end is the importer's, and exits the moment that end closes.  With the readers
+gone, multiprocessing's resource tracker (whose pipe they shared) sees end of file and exits too.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from typing import Any, Iterator
 from cxsync.agent.discovery import TranscriptFile
 from cxsync.sync import events as ev
 
-IN_FLIGHT = 4  # files read ahead of the writer: bounds memory
+IN_FLIGHT = 4  # files read ahead of the writer, per reader: bounds memory
 MIN_BYTES = 32 << 20  # below this a second process costs more to start than it saves
+MAX_READERS = 2
 JOIN_TIMEOUT = 5.0
 
 _reader: Any = None
@@ -42,23 +44,34 @@ def _init(cache_path: str, identity: tuple[str, str, str], roots: list[str]) -> 
     _lookup = BackfillLookup(cache)
 
 
-def _read(tf: TranscriptFile) -> tuple[TranscriptFile, list[Any], dict[str, bytes], Any]:
+def _read(tf: TranscriptFile, committed: int
+          ) -> tuple[TranscriptFile, list[Any], dict[str, bytes], dict[str, str], Any]:
+    """What the writer needs of one file: its slices (messages without their verbatim lines), each event's sealed
+    payload and each message's identifier parts, so that the writer only writes.  ``committed``: how many of the
+    files this reader was sent are in the cache now (what the lookup may forget)."""
     from cxsync.agent.ingest import IngestStats, Slice
+    from cxsync.cache import compress, fts
 
+    _lookup.forget(committed)
     stats = IngestStats(files=1)
     payloads: dict[str, bytes] = {}
+    idents: dict[str, str] = {}
+    dictionary = compress.active(_reader.cache.conn)  # once the writer has trained it
     slices = []
     for sl in _reader.produce(tf, stats, _lookup):
         light = []
         for e in sl.events:
-            payloads[e.event_id] = ev.serialize(e)  # the writer compresses: it has cycles to spare
+            payloads[e.event_id] = ev.seal(ev.serialize(e), dictionary)
+            if e.type == ev.MESSAGE_INDEXED:
+                idents[e.event_id] = fts.idents(str(e.data.get("content") or ""))
             if e.type == ev.MESSAGE_INDEXED and "records" in e.data:
                 # The verbatim lines travel once, inside the payload: apply never reads them.
                 e = ev.ContextEvent(e.type, e.event_id, e.tenant, e.user, e.machine, e.timestamp,
                                     {k: v for k, v in e.data.items() if k != "records"})
             light.append(e)
         slices.append(Slice(light, sl.fstate, sl.end, sl.deleted))
-    return tf, slices, payloads, stats
+    _lookup.next_file()
+    return tf, slices, payloads, idents, stats
 
 
 def _die_with_parent(lifeline: Connection) -> None:
@@ -71,18 +84,19 @@ def _die_with_parent(lifeline: Connection) -> None:
 
 def _serve(conn: Connection, lifeline: Connection, cache_path: str, identity: tuple[str, str, str],
            roots: list[str]) -> None:
-    """The reader process: read each file it is sent, send back what it produced, in order."""
+    """A reader process: read each file it is sent, send back what it produced, in order."""
     threading.Thread(target=_die_with_parent, args=(lifeline,), name="lifeline", daemon=True).start()
     _init(cache_path, identity, roots)
     while True:
         try:
-            tf = conn.recv()
+            request = conn.recv()
         except (EOFError, OSError):
             return
-        if tf is None:
+        if request is None:
             return
+        tf, committed = request
         try:
-            reply: tuple[str, Any] = ("ok", _read(tf))
+            reply: tuple[str, Any] = ("ok", _read(tf, committed))
         except Exception:  # noqa: BLE001 - the importer raises it, with the reader's traceback
             reply = ("error", traceback.format_exc())
         try:
@@ -95,39 +109,120 @@ class ReaderFailed(RuntimeError):
     pass
 
 
-def read_in_process(ingestor: Any, files: list[TranscriptFile]) -> Iterator[tuple[Any, ...]]:
-    """(file, slices, serialized payloads, stats) for each file, in order, read by a second process."""
-    ident = ingestor.identity
-    context = multiprocessing.get_context("spawn")  # never fork a process that may be running threads
-    conn, child_conn = context.Pipe(duplex=True)
-    life_read, life_write = context.Pipe(duplex=False)
-    proc = context.Process(
-        target=_serve, name="cxsync-import-reader", daemon=True,
-        args=(child_conn, life_read, str(ingestor.cache.path), (ident.tenant, ident.user, ident.machine),
-              [str(r) for r in ingestor.roots]))
-    proc.start()
-    child_conn.close()  # the child has its own copies: ours would keep its end of file from ever coming
-    life_read.close()
+def readers_wanted(total_bytes: int) -> int:
+    """How many reader processes a backfill of this size gets (``CXSYNC_IMPORT_PROCESSES`` counts the writer
+    too: 1 reads in the importing process itself)."""
+    procs = os.environ.get("CXSYNC_IMPORT_PROCESSES", "").strip()
+    if procs.isdigit() and int(procs) >= 1:
+        return int(procs) - 1
+    if total_bytes < MIN_BYTES:
+        return 0
+    return max(1, min(MAX_READERS, (os.cpu_count() or 1)))
+
+
+def partition(files: list[TranscriptFile], readers: int) -> list[list[int]]:
+    """Which reader reads which files (indexes into ``files``, each list in order): a project's files all go to
+    one reader, so that its lookup sees every copy a resumed or forked session made (they stay in their project)
+    exactly as one reader would; projects are spread by size, largest first."""
+    by_project: dict[str, list[int]] = {}
+    for i, tf in enumerate(files):
+        by_project.setdefault(tf.project_slug, []).append(i)
+    size = {p: sum(_size(files[i]) for i in ix) for p, ix in by_project.items()}
+    loads = [0] * readers
+    parts: list[list[int]] = [[] for _ in range(readers)]
+    for p in sorted(by_project, key=lambda p: (-size[p], p)):
+        k = loads.index(min(loads))
+        loads[k] += size[p]
+        parts[k].extend(by_project[p])
+    return [sorted(ix) for ix in parts]
+
+
+def _size(tf: TranscriptFile) -> int:
     try:
-        ahead = iter(files)
-        for tf in files[:IN_FLIGHT]:
-            conn.send(next(ahead))
-        for _ in files:
-            try:
-                kind, value = conn.recv()
-            except EOFError:
-                raise ReaderFailed(f"the import's reader process ended unexpectedly (exit code {proc.exitcode})")
-            if kind == "error":
-                raise ReaderFailed(f"the import's reader process failed:\n{value}")
-            nxt = next(ahead, None)
-            if nxt is not None:
-                conn.send(nxt)
-            yield value
-        conn.send(None)
-    finally:
-        conn.close()
-        life_write.close()  # the reader exits now even if it is in the middle of a file
-        proc.join(JOIN_TIMEOUT)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
+        return os.stat(tf.path).st_size
+    except OSError:
+        return 0
+
+
+class _Reader:
+    """One reader process, with the files it is to read and how far the writer has got with them."""
+
+    def __init__(self, context: Any, ingestor: Any, files: list[TranscriptFile]) -> None:
+        ident = ingestor.identity
+        self.conn, child_conn = context.Pipe(duplex=True)
+        life_read, self.life_write = context.Pipe(duplex=False)
+        self.proc = context.Process(
+            target=_serve, name="cxsync-import-reader", daemon=True,
+            args=(child_conn, life_read, str(ingestor.cache.path), (ident.tenant, ident.user, ident.machine),
+                  [str(r) for r in ingestor.roots]))
+        self.proc.start()
+        child_conn.close()  # the child has its own copies: ours would keep its end of file from ever coming
+        life_read.close()
+        self.files = files
+        self.sent = 0
+        self.received = 0
+        self.committed = 0  # of its files, how many are in the cache
+
+    def send_next(self) -> None:
+        if self.sent < len(self.files):
+            self.conn.send((self.files[self.sent], self.committed))
+            self.sent += 1
+
+    def receive(self) -> Any:
+        try:
+            kind, value = self.conn.recv()
+        except EOFError:
+            raise ReaderFailed(f"the import's reader process ended unexpectedly (exit code {self.proc.exitcode})")
+        if kind == "error":
+            raise ReaderFailed(f"the import's reader process failed:\n{value}")
+        self.received += 1
+        self.send_next()
+        return value
+
+    def close(self) -> None:
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        self.conn.close()
+        self.life_write.close()  # the reader exits now even if it is in the middle of a file
+        self.proc.join(JOIN_TIMEOUT)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()
+
+
+class Reading:
+    """(file, slices, sealed payloads, identifier parts, stats) for each file, read by reader processes while
+    the importer writes; iterate it, and call ``committed()`` whenever what was handed out so far is in the
+    cache, so the readers can forget it.  Files come in turns from each reader (each reader's in order)."""
+
+    def __init__(self, ingestor: Any, files: list[TranscriptFile], readers: int) -> None:
+        self.ingestor = ingestor
+        self.files = files
+        self.readers = readers
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        context = multiprocessing.get_context("spawn")  # never fork a process that may be running threads
+        parts = [p for p in partition(self.files, self.readers) if p]
+        self._readers: list[_Reader] = []
+        try:
+            for ix in parts:
+                self._readers.append(_Reader(context, self.ingestor, [self.files[i] for i in ix]))
+            for r in self._readers:
+                for _ in range(IN_FLIGHT):
+                    r.send_next()
+            live = list(self._readers)
+            while live:
+                for r in list(live):
+                    if r.received == len(r.files):
+                        live.remove(r)
+                        continue
+                    yield r.receive()
+        finally:
+            for r in self._readers:
+                r.close()
+
+    def committed(self) -> None:
+        for r in getattr(self, "_readers", []):
+            r.committed = r.received

@@ -31,6 +31,9 @@ log = logging.getLogger("cxsync.ingest")
 RECORDS_PER_EVENT = 200
 SESSION_IDLE_END = 30 * 60  # a session whose file has been quiet this long is announced as ended
 OPEN_FILES = 256  # files whose last message is kept in memory
+# A large backfill's writer probes the keys of every table it fills (a million each at a million messages):
+# with twice the usual page cache they stay in memory (the import's whole process tree stays under 300 MB).
+IMPORT_PAGE_CACHE = 64 << 20
 
 
 @dataclass
@@ -128,6 +131,31 @@ class BackfillLookup(Lookup):
         self.sessions: set[str] = set()
         self.held: dict[str, Known] = {}
         self.records: dict[str, tuple[str, str | None]] = {}  # key -> (session, the session its line names)
+        # What each file produced (by its number in this lookup's reading), so that what the writer has
+        # committed is forgotten: the cache answers for it then.  Keys name the file that produced them last.
+        self.file = 0
+        self._produced: dict[int, tuple[list[str], list[str], list[str]]] = {}
+        self._owner: dict[str, int] = {}
+
+    def next_file(self) -> None:
+        self.file += 1
+
+    def forget(self, committed: int) -> None:
+        """Files numbered below ``committed`` are in the cache: drop what they produced."""
+        for f in [f for f in self._produced if f < committed]:
+            keys, sessions, records = self._produced.pop(f)
+            for k in keys:
+                if self._owner.get(k) == f:
+                    self.held.pop(k, None)
+                    del self._owner[k]
+            for k in records:
+                if self._owner.get(k) == f:
+                    self.records.pop(k, None)
+                    del self._owner[k]
+            for sid in sessions:
+                if self._owner.get("s:" + sid) == f:
+                    self.sessions.discard(sid)
+                    del self._owner["s:" + sid]
 
     def session_known(self, session: str) -> bool:
         return session in self.sessions or super().session_known(session)
@@ -148,14 +176,23 @@ class BackfillLookup(Lookup):
         return out
 
     def produced(self, events: list[ev.ContextEvent]) -> None:
+        keys, sessions, records = self._produced.setdefault(self.file, ([], [], []))
+        f, owner = self.file, self._owner
         for e in events:
             if e.type == ev.MESSAGE_INDEXED:
-                self.held[e.data["key"]] = Known(e.data["session"], e.data.get("parts", 1), message_origin(e.data))
+                k = e.data["key"]
+                self.held[k] = Known(e.data["session"], e.data.get("parts", 1), message_origin(e.data))
+                keys.append(k)
+                owner[k] = f
             elif e.type == ev.SESSION_STARTED:
                 self.sessions.add(e.data["session"])
+                sessions.append(e.data["session"])
+                owner["s:" + e.data["session"]] = f
             elif e.type == ev.RECORDS_CAPTURED:
-                self.records.update((r["key"], (e.data["session"], origin_of_raw(r.get("raw"))))
-                                    for r in e.data.get("records", []))
+                for r in e.data.get("records", []):
+                    self.records[r["key"]] = (e.data["session"], origin_of_raw(r.get("raw")))
+                    records.append(r["key"])
+                    owner[r["key"]] = f
 
 
 # ---- sinks: where the slices go ---------------------------------------------------------------------------------
@@ -187,7 +224,8 @@ class Batch:
         self._reset()
 
     def _reset(self) -> None:
-        self.payloads: dict[str, bytes] = {}  # events already encoded (by the reader process)
+        self.payloads: dict[str, bytes] = {}  # events already sealed (by the reader process)
+        self.idents: dict[str, str] = {}  # and the identifier parts of their messages' texts
         self.events: list[ev.ContextEvent] = []
         self.files: list[dict[str, Any]] = []
         self.end_checks: list[tuple[tx.FileContext, FileState | None]] = []
@@ -208,7 +246,8 @@ class Batch:
     def flush(self, done: int | None = None) -> None:
         cache = self.ing.cache
         if self.events or self.files:
-            cache.apply(self.events, "local", files=self.files, payloads=self.payloads or None)
+            cache.apply(self.events, "local", files=self.files, payloads=self.payloads or None,
+                        idents=self.idents or None)
         for ctx, state in self.end_checks:
             self.ing.end_session_if_idle(ctx, state)
         if done is not None:
@@ -447,47 +486,67 @@ class Ingestor:
     # ---- many files -----------------------------------------------------------------------------------------
 
     def import_all(self, progress: Callable[[TranscriptFile, int, int], None] | None = None, *,
-                   reader_process: bool | None = None) -> IngestStats:
+                   readers: int | None = None) -> IngestStats:
         """Backfill every transcript in a few large transactions.
 
-        A large backfill is read by a second process while this one writes (``cxsync.agent.backfill``);
-        ``CXSYNC_IMPORT_PROCESSES=1`` keeps it in one, ``=2`` uses two whatever the size.
+        A large backfill is read by reader processes while this one writes (``cxsync.agent.backfill``), as many
+        as ``readers`` (default: by size and cores); ``CXSYNC_IMPORT_PROCESSES=1`` keeps it in one process,
+        ``=3`` uses a writer and two readers whatever the size.
         """
         from cxsync.agent import backfill
 
         files = self.scan()
         # Main sessions first so subagents find their parent's session in place.
         files.sort(key=lambda f: (f.kind != "main", str(f.path)))
-        if reader_process is None:
-            procs = os.environ.get("CXSYNC_IMPORT_PROCESSES", "").strip()
-            reader_process = procs == "2" or (procs != "1" and
-                                              sum(file_size(f.path) for f in files) >= backfill.MIN_BYTES)
+        if readers is None:
+            readers = backfill.readers_wanted(sum(file_size(f.path) for f in files))
         total = IngestStats(errors=self.problems.messages())
         self.cache.set_state(import_total=len(files), import_done=0)
         sink = Batch(self)
-        if reader_process:
-            results = backfill.read_in_process(self, files)
-        else:
-            results = self._read_here(files, BackfillLookup(self.cache))
-        for i, (tf, slices, payloads, stats) in enumerate(results, 1):
+        with self.cache.page_cache(IMPORT_PAGE_CACHE if readers else None):
+            self._import(files, readers, sink, total, progress)
+        # The WAL grew while the reader processes held snapshots: give its space back now.
+        self.cache.checkpoint()
+        return total
+
+    def _import(self, files: list[TranscriptFile], readers: int, sink: "Batch", total: IngestStats,
+                progress: Callable[[TranscriptFile, int, int], None] | None) -> None:
+        from cxsync.agent import backfill
+
+        reading: backfill.Reading | _ReadHere = (backfill.Reading(self, files, readers) if readers
+                                                 else _ReadHere(self, files))
+        for i, (tf, slices, payloads, idents, stats) in enumerate(reading, 1):
             total.add(stats)
-            dictionary = self.cache.dictionary()
-            sink.payloads.update((eid, ev.seal(raw, dictionary)) for eid, raw in payloads.items())
+            sink.payloads.update(payloads)
+            sink.idents.update(idents)
             for sl in slices:
                 sink.put(sl)
             if progress:
                 progress(tf, i, len(files))
             if i % 20 == 0 or i == len(files):
                 sink.flush(done=i)
+                reading.committed()
         sink.flush()
-        # The WAL grew while the reader process held snapshots: give its space back now.
-        self.cache.checkpoint()
-        return total
 
-    def _read_here(self, files: list[TranscriptFile], lookup: Lookup) -> Iterator[tuple[Any, ...]]:
-        for tf in files:
+
+
+class _ReadHere:
+    """A small backfill, read in the importing process itself (the same protocol as ``backfill.Reading``)."""
+
+    def __init__(self, ingestor: Ingestor, files: list[TranscriptFile]) -> None:
+        self.ingestor = ingestor
+        self.files = files
+        self.lookup = BackfillLookup(ingestor.cache)
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        for tf in self.files:
             stats = IngestStats(files=1)
-            yield tf, list(self.produce(tf, stats, lookup)), {}, stats
+            slices = list(self.ingestor.produce(tf, stats, self.lookup))
+            self.lookup.next_file()
+            yield tf, slices, {}, {}, stats
+
+    def committed(self) -> None:
+        self.lookup.forget(self.lookup.file)
 
 
 def _origin(group: list[tx.Piece]) -> str | None:

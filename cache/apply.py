@@ -385,8 +385,10 @@ _INSERT_MSG_WITH_ID = (f"INSERT INTO messages(id, {', '.join(_MSG_COLS)})"
 
 
 def apply_in_tx(conn: apsw.Connection, events: Iterable[ev.ContextEvent], origin: str,
-                route: Router | None, payloads: Mapping[str, bytes] | None = None) -> ApplyResult:
-    """Apply inside an open transaction.  ``payloads`` may carry already-encoded events (a pull has them).
+                route: Router | None, payloads: Mapping[str, bytes] | None = None,
+                idents: Mapping[str, str] | None = None) -> ApplyResult:
+    """Apply inside an open transaction.  ``payloads`` may carry already-encoded events (a pull has them), and
+    ``idents`` the identifier parts of messages' texts (``fts.idents``; a backfill's reader has them).
 
     Set-wise, because a backfill applies thousands of events at a time: the events already stored are found in
     one query per 900 ids and skipped; the rest are written with ``executemany`` — the events with explicit
@@ -448,8 +450,10 @@ def apply_in_tx(conn: apsw.Connection, events: Iterable[ev.ContextEvent], origin
         with fts.pending_texts(texts, bulk=True):
             conn.executemany(_INSERT_MSG_WITH_ID, rows)
         eid = 1 + _MSG_COLS.index("event_id")
+        parts = idents or {}
         conn.executemany("INSERT INTO messages_fts(rowid, content, idents) VALUES (?,?,?)",
-                         [(r[0], texts[r[eid]], fts.idents(texts[r[eid]])) for r in rows])
+                         [(r[0], texts[r[eid]], parts[r[eid]] if r[eid] in parts else fts.idents(texts[r[eid]]))
+                          for r in rows])
         res.messages = len(new)
         with fts.pending_texts(texts):
             for e in later:

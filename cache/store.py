@@ -99,14 +99,28 @@ class Cache(_search.Queries):
 
     def apply(self, events: Iterable[ev.ContextEvent], origin: str = "local", *,
               files: Sequence[Mapping[str, Any]] = (), cursor: tuple[str, bytes] | None = None,
-              payloads: Mapping[str, bytes] | None = None) -> ApplyResult:
-        """Apply events, file offsets and a stream cursor in ONE transaction: all of it lands or none."""
+              payloads: Mapping[str, bytes] | None = None, idents: Mapping[str, str] | None = None) -> ApplyResult:
+        """Apply events, file offsets and a stream cursor in ONE transaction: all of it lands or none.
+
+        ``payloads`` and ``idents``: what a backfill's reader process already made of some events (their sealed
+        bytes, the identifier parts of their text); an event the transform changes is made afresh."""
         if origin == "local" and self.transform is not None:
-            events = [self.transform(e) for e in events]
+            changed: set[str] = set()
+            out = []
+            for e in events:
+                t = self.transform(e)
+                if t is not e:
+                    changed.add(e.event_id)
+                out.append(t)
+            events = out
+            if changed:
+                payloads = {k: v for k, v in (payloads or {}).items() if k not in changed}
+                idents = {k: v for k, v in (idents or {}).items() if k not in changed}
         with self._write():
             if origin == "local":
                 self._train_dictionary()
-            res = apply_in_tx(self.conn, events, origin, self.route if origin == "local" else None, payloads)
+            res = apply_in_tx(self.conn, events, origin, self.route if origin == "local" else None, payloads,
+                              idents)
             for f in files:
                 self._save_file(f)
             if cursor is not None:
@@ -225,6 +239,19 @@ class Cache(_search.Queries):
     def files(self) -> list[dict[str, Any]]:
         cols = FILE_COLS + ("malformed", "status")
         return [dict(zip(cols, r)) for r in self.conn.execute(f"SELECT {', '.join(cols)} FROM files ORDER BY path")]
+
+    @contextmanager
+    def page_cache(self, size: int | None) -> Iterator[None]:
+        """``with cache.page_cache(bytes):`` a larger page cache for a long write (None: as it is)."""
+        if size is None:
+            yield
+            return
+        before = scalar(self.conn, "PRAGMA cache_size")
+        self.conn.execute(f"PRAGMA cache_size={-(int(size) >> 10)}")
+        try:
+            yield
+        finally:
+            self.conn.execute(f"PRAGMA cache_size={int(before)}")
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database and truncate it (after a large write, such as a backfill)."""

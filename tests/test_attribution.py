@@ -92,9 +92,9 @@ def test_backfill_in_one_or_two_processes_attributes_like_live_capture(tmp_path:
     live = _import_in_order(tmp_path / "live.db", claude_home, [S3, S2, S1])
     expected = _snapshot(live)
     live.close()
-    for reader_process in (False, True):
-        cache = open_cache(tmp_path / f"backfill-{reader_process}.db", route=lambda e: ev.route(e, ["u/bob"]))
-        Ingestor(cache, ev.Identity("acme", "bob", "live"), [claude_home]).import_all(reader_process=reader_process)
+    for readers in (0, 1, 2):
+        cache = open_cache(tmp_path / f"backfill-{readers}.db", route=lambda e: ev.route(e, ["u/bob"]))
+        Ingestor(cache, ev.Identity("acme", "bob", "live"), [claude_home]).import_all(readers=readers)
         got = _snapshot(cache)
         cache.close()
         assert got["counts"] == expected["counts"] == {S1: 5, S2: 3, S3: 2}

@@ -43,7 +43,7 @@ def test_a_dictionary_is_trained_once_enough_events_are_stored_and_halves_them(t
     (home / "projects").mkdir(parents=True)
     _history(home, 80, 12)
     cache = open_cache(tmp_path / "cache.db")
-    Ingestor(cache, ID, [home]).import_all(reader_process=False)
+    Ingestor(cache, ID, [home]).import_all(readers=0)
     versions = _versions(cache)
     assert cache.dictionary() is not None
     assert versions.get(ev.CODEC_DICT, 0) > 2 * versions.get(ev.CODEC_VERSION, 0), versions
@@ -75,7 +75,7 @@ def test_without_enough_events_there_is_no_dictionary(tmp_path: Path) -> None:
     (home / "projects").mkdir(parents=True)
     _history(home, 2, 3)
     cache = open_cache(tmp_path / "cache.db")
-    Ingestor(cache, ID, [home]).import_all(reader_process=False)
+    Ingestor(cache, ID, [home]).import_all(readers=0)
     assert cache.dictionary() is None and set(_versions(cache)) == {ev.CODEC_VERSION}
 
 
@@ -87,7 +87,7 @@ def test_what_leaves_the_cache_is_the_plain_wire_form_and_another_cache_reads_it
     _history(home, 30, 10)
     log = SqliteEventLog(tmp_path / "log.db", "acme")
     a = open_cache(tmp_path / "a.db", route=lambda e: ev.route(e, [STREAM]))
-    Ingestor(a, ID, [home]).import_all(reader_process=False)
+    Ingestor(a, ID, [home]).import_all(readers=0)
     assert _versions(a).get(ev.CODEC_DICT)
     SyncEngine(a, log, tenant="acme", subscribe=[STREAM]).push_all()
     in_log = log.read(STREAM, None, 10_000)
@@ -107,7 +107,7 @@ def test_a_reader_opened_before_the_dictionary_was_trained_still_reads_what_it_s
     _history(home, 30, 10)
     writer = open_cache(tmp_path / "cache.db")
     reader = open_cache(tmp_path / "cache.db", readonly=True)  # before any dictionary exists
-    Ingestor(writer, ID, [home]).import_all(reader_process=False)
+    Ingestor(writer, ID, [home]).import_all(readers=0)
     dict_id = writer.dictionary()
     assert dict_id is not None
     ev._dictionaries.pop(dict_id)  # as if the writer were another process

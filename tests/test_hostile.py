@@ -65,7 +65,7 @@ def test_import_captures_every_good_record_and_counts_each_bad_one(tmp_path: Pat
     H.unlock(corpus)  # root reads it anyway: this test is about the files
     caplog.set_level(logging.WARNING, "cxsync")
     with open_cache(tmp_path / "cache.db", route=lambda e: ev.route(e, ["u/bob"])) as cache:
-        stats = Ingestor(cache, IDENT, [corpus.root]).import_all(reader_process=False)
+        stats = Ingestor(cache, IDENT, [corpus.root]).import_all(readers=0)
         missing = [m for m in corpus.markers + corpus.late_markers if not cache.search(m)]
         files = {Path(f["path"]).name: f for f in cache.files()}
         torn = cache.search("never completed")
@@ -93,7 +93,7 @@ def test_a_wrong_typed_field_is_ignored_and_the_rest_of_the_record_kept(tmp_path
     a["version"] = ["2"]
     T.write(T.session_file(claude_home, s), [T.user(s, "hello", branch="feature"), a])
     with open_cache(tmp_path / "cache.db") as cache:
-        stats = Ingestor(cache, IDENT, [claude_home]).import_all(reader_process=False)
+        stats = Ingestor(cache, IDENT, [claude_home]).import_all(readers=0)
         row = cache.conn.execute("SELECT model, output_tokens, input_tokens FROM messages WHERE role='assistant'"
                                  ).fetchone()
         session = cache.sessions()[0]
@@ -196,7 +196,7 @@ def test_a_refused_file_is_warned_about_once_however_often_it_is_scanned(tmp_pat
     caplog.set_level(logging.WARNING, "cxsync")
     with open_cache(tmp_path / "cache.db") as cache:
         ing = Ingestor(cache, IDENT, [claude_home])
-        reports = [ing.import_all(reader_process=False).errors for _ in range(3)]
+        reports = [ing.import_all(readers=0).errors for _ in range(3)]
     assert all(any("fifo.jsonl" in e for e in r) for r in reports)  # every import reports it
     assert len([r for r in caplog.records if "fifo.jsonl" in r.getMessage()]) == 1  # the log hears it once
 

@@ -43,7 +43,7 @@ def _alive(pid: int) -> bool:
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_a_killed_import_leaves_no_process_behind(tmp_path: Path, claude_home: Path, sig: int) -> None:
     expected = T.history(claude_home, "c1a55000", 30, 120)
-    env = {**os.environ, "CXSYNC_HOME": str(tmp_path / "cxhome"), "CXSYNC_IMPORT_PROCESSES": "2"}
+    env = {**os.environ, "CXSYNC_HOME": str(tmp_path / "cxhome"), "CXSYNC_IMPORT_PROCESSES": "3"}
     cmd = [sys.executable, "-m", "cxsync.agent", "import", "--root", str(claude_home), "--json"]
     survivors: set[int] = set()
     for _ in range(3):

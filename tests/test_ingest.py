@@ -295,19 +295,47 @@ def test_every_local_event_lands_in_the_outbox_with_the_offset(cache, claude_hom
     assert cache.file_state(str(f))["offset"] == f.stat().st_size
 
 
-def test_backfill_read_by_a_second_process_gives_the_same_cache(tmp_path, claude_home, real_fixtures):
-    """Large backfills are read by a reader process: the result must equal reading in one process."""
+def test_backfill_read_by_one_or_two_reader_processes_gives_the_same_cache(tmp_path, claude_home, real_fixtures):
+    """Large backfills are read by reader processes: the result must equal reading in one process."""
     import shutil
 
     shutil.copytree(real_fixtures / "projects", claude_home / "projects", dirs_exist_ok=True)
     s = "s-extra"
     T.write(T.session_file(claude_home, s), [T.user(s, "torn across"), *T.assistant_lines(s, [T.text("a"), T.text("b")])])
     out = {}
-    for reader_process in (False, True):
-        c = open_cache(tmp_path / f"c{reader_process}.db", route=lambda e: ev.route(e, ["u/bob"]))
-        stats = Ingestor(c, IDENT, [claude_home]).import_all(reader_process=reader_process)
+    for readers in (0, 1, 2):
+        c = open_cache(tmp_path / f"c{readers}.db", route=lambda e: ev.route(e, ["u/bob"]))
+        stats = Ingestor(c, IDENT, [claude_home]).import_all(readers=readers)
         rows = c.conn.execute("SELECT key, hash, role, session_id, parts FROM messages ORDER BY key").fetchall()
         sessions = [(x["session"], x["messages"], x["title"], x["first_prompt"]) for x in c.sessions()]
-        out[reader_process] = (stats.as_dict(), rows, sessions, c.counts(), c.outbox_counts())
+        out[readers] = (stats.as_dict(), rows, sessions, c.counts(), c.outbox_counts())
         c.close()
-    assert out[True] == out[False]
+    assert out[1] == out[0] and out[2] == out[0]
+
+
+def test_a_backfill_lookup_forgets_what_is_committed_and_the_cache_answers_for_it(tmp_path, claude_home):
+    """A reader keeps only what the writer has not committed: its memory does not grow with the history."""
+    from cxsync.agent.ingest import BackfillLookup, IngestStats
+
+    for s in ("s-one", "s-two"):
+        T.write(T.session_file(claude_home, s), [T.user(s, f"hello {s}"), *T.assistant_lines(s, [T.text("a")])])
+    cache = open_cache(tmp_path / "c.db")
+    ing = Ingestor(cache, IDENT, [claude_home])
+    files = sorted(ing.scan(), key=lambda f: str(f.path))
+    lookup = BackfillLookup(cache)
+    produced = []
+    for tf in files:
+        stats = IngestStats(files=1)
+        slices = list(ing.produce(tf, stats, lookup))
+        produced.append(slices)
+        lookup.next_file()
+    keys = {e.data["key"] for sl in produced[0] for e in sl.events if e.type == ev.MESSAGE_INDEXED}
+    assert keys and keys <= set(lookup.held) and "s-one" in lookup.sessions
+    for sl in produced[0]:  # the writer commits the first file only
+        if sl.fstate is not None:
+            cache.apply(sl.events, "local", files=[sl.fstate])
+    lookup.forget(1)
+    assert not keys & set(lookup.held) and "s-one" not in lookup.sessions
+    assert set(lookup.messages(keys)) == keys and lookup.session_known("s-one")  # from the cache now
+    second = {e.data["key"] for sl in produced[1] for e in sl.events if e.type == ev.MESSAGE_INDEXED}
+    assert second <= set(lookup.held) and "s-two" in lookup.sessions  # not committed: still held

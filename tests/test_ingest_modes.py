@@ -76,7 +76,7 @@ def test_a_quiet_session_is_announced_ended_once(cache: Any, claude_home: Path, 
 
     def read() -> None:
         if backfill:
-            ing.import_all(reader_process=False)
+            ing.import_all(readers=0)
         else:
             for tf in ing.scan():
                 ing.ingest_file(tf)

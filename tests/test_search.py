@@ -37,7 +37,7 @@ def history(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("history")
     generate(root / "claude", 3000, seed=11)
     cache = open_cache(root / "cache.db")
-    Ingestor(cache, ID, [root / "claude"]).import_all(reader_process=False)
+    Ingestor(cache, ID, [root / "claude"]).import_all(readers=0)
     yield cache
     cache.close()
 
