@@ -505,6 +505,7 @@ class Ingestor:
         sink = Batch(self)
         with self.cache.page_cache(IMPORT_PAGE_CACHE if readers else None):
             self._import(files, readers, sink, total, progress)
+            self.cache.optimize_index(added=total.messages)
         # The WAL grew while the reader processes held snapshots: give its space back now.
         self.cache.checkpoint()
         return total

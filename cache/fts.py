@@ -129,6 +129,7 @@ def register(conn: apsw.Connection) -> None:
     conn.create_scalar_function("cx_idents", cast(Any, cx_idents), 1)
     conn.create_scalar_function("cx_idents_of", cast(Any, idents), 1, deterministic=True)  # of a text (migration)
     conn.register_fts5_function("cx_rank", cast(Any, rank))
+    conn.register_fts5_function("cx_adjacent", cast(Any, adjacent))
 
 
 # Column weights of bm25 (the text, the parts of its identifiers) and its usual constants.
@@ -156,6 +157,23 @@ def rank(api: apsw.FTS5ExtensionApi, *idf: float) -> float:
         if tf:
             score += (idf[p] if p < len(idf) else 1.0) * tf * (K1 + 1) / (tf + norm)
     return -score
+
+
+def adjacent(api: apsw.FTS5ExtensionApi, *steps: int) -> int:
+    """1 when the query's phrases occur in order in the text, each ``steps[i]`` tokens after the one before (the
+    words of a search side by side: an exact phrase found among the matches of its words), else 0."""
+    text = [set(api.phrase_locations(p)[0]) for p in range(api.phrase_count)]
+    if not text:
+        return 0
+    for start in text[0]:
+        at = start
+        for p, step in enumerate(steps[:len(text) - 1], 1):
+            at += step
+            if at not in text[p]:
+                break
+        else:
+            return 1
+    return 0
 
 
 # ---- time-ordered ids ---------------------------------------------------------------------------------------
@@ -191,9 +209,11 @@ class Snipper:
     def __init__(self, conn: apsw.Connection) -> None:
         self._tok: Any = conn.fts5_tokenizer(*TOKENIZE)
 
-    def tokens(self, text: str) -> list[tuple[int, int, str]]:
+    def tokens(self, text: str, *, query: bool = False) -> list[tuple[int, int, str]]:
+        """(start, end, token) of each token of ``text``: UTF-8 byte offsets."""
         out = []
-        for t in self._tok(text.encode("utf-8", "surrogatepass"), apsw.FTS5_TOKENIZE_DOCUMENT, None):
+        mode = apsw.FTS5_TOKENIZE_QUERY if query else apsw.FTS5_TOKENIZE_DOCUMENT
+        for t in self._tok(text.encode("utf-8", "surrogatepass"), mode, None):
             out.append((t[0], t[1], t[2]))
         return out
 

@@ -23,6 +23,11 @@ def rebuild_cache(path: Path, opener: Callable[[Path], Any]) -> dict[str, int]:
     new: Cache = opener(tmp)
     n = 0
     try:
+        # Local events stored before the cache had a dictionary are sealed with it now (a cache made by an older
+        # cxsync shrinks); pulled ones keep the bytes they came with.  A cache without one gets one first.
+        with old._write():
+            old._train_dictionary()
+        dictionary = old.dictionary()
         for batch in old.iter_events():
             events = [ev.decode(p) for _, p in batch]
             origins: dict[str, str] = dict(old.conn.execute(  # type: ignore[arg-type]
@@ -33,7 +38,9 @@ def rebuild_cache(path: Path, opener: Callable[[Path], Any]) -> dict[str, int]:
 
             from cxsync.cache.apply import apply_in_tx
 
-            blobs = dict(batch)
+            blobs = {eid: ev.seal(ev.serialized(p), dictionary)
+                     if dictionary is not None and p[:1] != bytes([ev.CODEC_DICT]) and origins.get(eid) == "local"
+                     else p for eid, p in batch}
             with new.conn:
                 for origin, run in groupby(events, key=lambda e: origins.get(e.event_id, "local")):
                     apply_in_tx(new.conn, list(run), origin, None, blobs)

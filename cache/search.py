@@ -94,6 +94,9 @@ def plain_to_fts(text: str) -> str:
 # are id ranges, searched directly.
 CANDIDATES = 1000
 FREQUENT_CANDIDATES = 300
+PHRASE_AMONG = 200  # the exact phrase is checked among the words' matches when they are all known and this few
+COMMON_SHARE = 0.05  # a part of a code word held by more of the messages than this is trimmed from its ends
+COMMON_MIN = 5_000  # ... and by more messages than this (a small cache trims nothing)
 BM25_DF = 20_000
 WALK = 1000
 _IDS_END = 1 << 62
@@ -123,22 +126,70 @@ class Queries:
     conn: apsw.Connection
     _snipper: Any = None
 
-    def _match(self, text: str, fts: bool) -> tuple[str, list[str], str | None]:
+    def _match(self, text: str, fts: bool) -> tuple[str, list[str], str | None, list[int]]:
         """What to run for what the user typed: the FTS5 query of all its words, the words (each weighed by
         its rarity), and, for several plain words, the exact phrase (its hits come first). The one place query
         text is interpreted (``cxsync.cache.querytext``: plain words vs raw FTS5, and the query bounds)."""
         from cxsync.cache import querytext
 
         if fts:
-            return querytext.to_fts(text, fts=True), [], None
-        everything = querytext.plain_to_fts(text)
-        words = querytext.plain_words(text)
-        return everything, words, (querytext.quote(" ".join(words)) if len(words) > 1 else None)
+            return querytext.to_fts(text, fts=True), [], None, []
+        querytext.plain_to_fts(text)  # the checks: empty, too long, too many words
+        words, ends, steps = self._trim_common(querytext.plain_words(text))
+        everything = " ".join(querytext.quote(w) for w in words)
+        return everything, words, (querytext.quote(" ".join(ends)) if len(ends) > 1 else None), steps
+
+    def _trim_common(self, words: list[str]) -> tuple[list[str], list[str], list[int]]:
+        """Code words without the parts at their ends that most messages hold (``src`` and ``py`` of
+        ``src/auth/token_store.py``): each word as matched, and the words of the exact phrase (only its first word's
+        start and its last word's end trimmed, so the phrase still means the words side by side).
+
+        Such a part carries no information (bm25 weighs it near zero) but costs the most: FTS5 seeks its long
+        list of matches for every message the rarer parts propose, ten times the cost of the rest of the search.
+        The rarer middle still finds every message holding the whole word.
+
+        Also the steps of the phrase: how many tokens after one matched word the next one starts, when the words
+        are side by side (``fts.adjacent``)."""
+        if self._snipper is None:
+            from cxsync.cache.fts import Snipper
+
+            self._snipper = Snipper(self.conn)
+        total = self._total()
+        trim = total > COMMON_MIN and len(words) > 0
+        common_df = max(COMMON_MIN, COMMON_SHARE * total)
+        seen: dict[str, bool] = {}
+
+        def common(part: str) -> bool:
+            if part not in seen:
+                seen[part] = self._document_frequencies([part])[0] > common_df
+            return seen[part]
+
+        matched, starts, ends = [], [], []
+        shape = []  # per word: tokens trimmed at its start, kept, trimmed at its end
+        for w in words:
+            raw = w.encode("utf-8", "surrogatepass")
+            spans = [(a, b) for a, b, _ in self._snipper.tokens(w, query=True)]
+            keep = [i for i, (a, b) in enumerate(spans) if not common(raw[a:b].decode("utf-8", "surrogatepass"))] \
+                if trim and len(spans) > 1 else []
+            if not keep:
+                matched.append(w)
+                starts.append(w)
+                ends.append(w)
+                shape.append((0, len(spans), 0))
+                continue
+            lo, hi = spans[keep[0]][0], spans[keep[-1]][1]
+            matched.append(raw[lo:hi].decode("utf-8", "surrogatepass"))
+            starts.append(raw[lo:].decode("utf-8", "surrogatepass"))
+            ends.append(raw[:hi].decode("utf-8", "surrogatepass"))
+            shape.append((keep[0], keep[-1] + 1 - keep[0], len(spans) - 1 - keep[-1]))
+        phrase = [starts[0], *words[1:-1], ends[-1]] if len(words) > 1 else words
+        steps = [kept + after + shape[i + 1][0] for i, (_, kept, after) in enumerate(shape[:-1])]
+        return matched, phrase, steps
 
     def search(self, text: str, *, limit: int = 10, project: str | None = None, session: str | None = None,
                role: str | None = None, since: str | None = None, fts: bool = False) -> list[Hit]:
         check_project(project)
-        query, words, phrase = self._match(text, fts)
+        query, words, phrase, steps = self._match(text, fts)
         limit = max(1, int(limit))
         where: list[str] = []
         params: dict[str, Any] = {}
@@ -180,11 +231,21 @@ class Queries:
                 k = max(CANDIDATES, limit)
                 ranks.append("bm25(messages_fts, 1.0, 0.5)")
             found: dict[int, tuple[int, float]] = {}
-            few = max(FREQUENT_CANDIDATES, limit)
-            runs = [(phrase, ranks[0], few), (query, ranks[1], k)] if phrase else [(query, ranks[1], k)]
-            for tier, (q, rank, n) in enumerate(runs):
-                for rowid, score in self._candidates(q, rank, ranges, where, params, n, limit):
-                    found.setdefault(rowid, (tier, score))
+            hits, every = self._candidates(query, ranks[1], ranges, where, params, k, limit)
+            if phrase:
+                # The phrase's matches are among the words' matches: when those are all here and few, the phrase is
+                # checked on them alone (a phrase of common words walks long lists of matches to find its own).
+                if every and len(hits) <= PHRASE_AMONG:
+                    adjacent = "cx_adjacent(messages_fts" + "".join(f", {int(s)}" for s in steps) + ")"
+                    side_by_side, _ = self._candidates(query, adjacent, ranges, where, params, k, limit)
+                    scores = dict(hits)
+                    exact = [(rowid, scores[rowid]) for rowid, yes in side_by_side if yes and rowid in scores]
+                else:
+                    exact, _ = self._candidates(phrase, ranks[0], ranges, where, params,
+                                                max(FREQUENT_CANDIDATES, limit), limit)
+                found.update((rowid, (0, score)) for rowid, score in exact)
+            for rowid, score in hits:
+                found.setdefault(rowid, (int(bool(phrase)), score))
         except apsw.SQLError as exc:
             msg = str(exc).replace("SQLError: ", "")
             raise QueryError(f"bad full-text query {text!r}: {msg}",
@@ -228,9 +289,10 @@ class Queries:
         return out
 
     def _candidates(self, q: str, rank: str, ranges: list[tuple[int, int]], where: list[str],
-                    params: dict[str, Any], k: int, limit: int) -> list[tuple[int, float]]:
+                    params: dict[str, Any], k: int, limit: int) -> tuple[list[tuple[int, float]], bool]:
         """(rowid, score) of matches of ``q``, newest first: up to ``k`` of them, all within the newest WALK
-        matches when filters apply (and then just enough older ones to fill ``limit``)."""
+        matches when filters apply (and then just enough older ones to fill ``limit``); and whether that is
+        every match (with the filters)."""
         if where:
             sql = (f"SELECT f.rowid, {rank} FROM messages_fts f JOIN messages m ON m.id = f.rowid"
                    " WHERE messages_fts MATCH :q AND f.rowid BETWEEN :lo AND :hi"
@@ -239,6 +301,7 @@ class Queries:
             sql = (f"SELECT rowid, {rank} FROM messages_fts WHERE messages_fts MATCH :q"
                    " AND rowid BETWEEN :lo AND :hi ORDER BY rowid DESC LIMIT :k")
         out: list[tuple[int, float]] = []
+        every = True
 
         def run(**bounds: int) -> list[tuple[int, float]]:
             return cast(list[tuple[int, float]], self.conn.execute(sql, {**params, "q": q, **bounds}).fetchall())
@@ -249,6 +312,7 @@ class Queries:
                     "SELECT rowid FROM messages_fts WHERE messages_fts MATCH ? AND rowid BETWEEN ? AND ?"
                     " ORDER BY rowid DESC LIMIT 1 OFFSET ?", (q, lo, hi, WALK - 1)).fetchone()
                 if walked is not None:  # more matches than the walk: the newest WALK, then only what is missing
+                    every = False
                     out += run(lo=walked[0], hi=hi, k=k - len(out))
                     if len(out) >= limit:
                         break
@@ -256,10 +320,13 @@ class Queries:
                     if len(out) >= limit:
                         break
                     continue
-            out += run(lo=lo, hi=hi, k=k - len(out))
+            got = run(lo=lo, hi=hi, k=k - len(out))
+            every = every and len(got) < k - len(out)
+            out += got
             if len(out) >= k:
+                every = False
                 break
-        return out
+        return out, every
 
     def _hits(self, rows: list[tuple[float, tuple[Any, ...]]], text: str) -> list[Hit]:
         from cxsync.cache.fts import Snipper, query_words, texts_of

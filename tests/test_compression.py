@@ -144,3 +144,24 @@ def test_a_payload_naming_an_unknown_dictionary_is_a_clear_codec_error() -> None
     blob = bytes([ev.CODEC_DICT]) + zstandard.ZstdCompressor(dict_data=d).compress(samples[0])
     with pytest.raises(ev.CodecError, match="dictionary"):
         ev.decode(blob)
+
+
+def test_rebuild_seals_the_events_of_a_cache_made_before_dictionaries(tmp_path: Path, monkeypatch) -> None:
+    home = tmp_path / "claude"
+    (home / "projects").mkdir(parents=True)
+    _history(home, 30, 10)
+    monkeypatch.setattr(compress, "MIN_EVENTS", 10**9)  # as an older cxsync made it: no dictionary
+    cache = open_cache(tmp_path / "cache.db")
+    Ingestor(cache, ID, [home]).import_all(readers=0)
+    assert cache.dictionary() is None
+    before = [h.key for h in cache.search("answer 12.3", limit=3)]
+    size = sum(len(r[0]) for r in cache.conn.execute("SELECT payload FROM events"))
+    cache.close()
+    monkeypatch.setattr(compress, "MIN_EVENTS", 100)
+    from cxsync.cache.rebuild import rebuild_cache
+
+    rebuild_cache(tmp_path / "cache.db", open_cache)
+    cache = open_cache(tmp_path / "cache.db")
+    assert set(_versions(cache)) == {ev.CODEC_DICT}
+    assert sum(len(r[0]) for r in cache.conn.execute("SELECT payload FROM events")) < 0.7 * size
+    assert [h.key for h in cache.search("answer 12.3", limit=3)] == before

@@ -103,8 +103,11 @@ def test_no_secret_reaches_the_log(tmp_path: Path, claude_home: Path) -> None:
     assert a.cx("verify").returncode == 0, a.cx("verify").stdout
 
 
-def test_local_redaction_when_configured(tmp_path: Path, claude_home: Path) -> None:
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_local_redaction_when_configured(tmp_path: Path, claude_home: Path, processes: str) -> None:
+    """Also when a reader process made the events' payloads: those the redaction changes are made afresh."""
     h = Home(tmp_path)
+    h.env["CXSYNC_IMPORT_PROCESSES"] = processes
     with open(h.home / "config.toml", "a") as fh:
         fh.write("[redact]\nlocal = true\n")
     _transcript(claude_home)

@@ -199,3 +199,26 @@ def test_an_import_killed_midway_resumes_with_nothing_lost_or_doubled(tmp_path: 
         "SELECT count(*), count(DISTINCT key), (SELECT count(*) FROM messages_fts) FROM messages").fetchone()
     assert n == distinct == indexed == gen["messages"] == c.counts()["messages"]
     c.close()
+
+
+def test_common_ends_of_code_words_are_trimmed_and_the_exact_phrase_still_comes_first(tmp_path: Path,
+                                                                                     monkeypatch) -> None:
+    """``src`` and ``py`` held by most messages are dropped from the ends of a path (they cost the most and weigh
+    nothing); the message holding the path is still found, and "<path> <word>" side by side ranks first."""
+    monkeypatch.setattr(search_mod, "COMMON_MIN", 20)
+    monkeypatch.setattr(search_mod, "COMMON_SHARE", 0.3)
+    c = open_cache(tmp_path / "c.db")
+    noise = [_msg(f"u:n{i}", f"edit src/mod{i}/file{i}.py and run the tests {i}", _at(i)) for i in range(60)]
+    exact = _msg("u:exact", "the fix: src/auth/token_store.py expires tokens early", _at(100))
+    apart = _msg("u:apart", "expires is wrong in src/auth/token_store.py, see above", _at(200))
+    other = _msg("u:other", "lib/auth/token_store.rs has the same bug", _at(150))
+    c.apply([*noise, exact, apart, other], "remote")
+    words, phrase, steps = c._trim_common(["src/auth/token_store.py", "expires"])
+    assert words == ["auth/token_store", "expires"] and steps == [4]  # auth token store, py, then expires
+    assert phrase[0] == "auth/token_store.py" and phrase[-1] == "expires"
+    assert {h.key for h in c.search("src/auth/token_store.py")} >= {"u:exact", "u:apart"}
+    hits = [h.key for h in c.search("src/auth/token_store.py expires")]
+    assert hits[:2] == ["u:exact", "u:apart"], hits
+    monkeypatch.setattr(search_mod, "COMMON_MIN", 10**9)  # nothing common: the words as typed
+    assert c._trim_common(["src/auth/token_store.py", "expires"])[0] == ["src/auth/token_store.py", "expires"]
+    assert [h.key for h in c.search("src/auth/token_store.py expires")][:2] == ["u:exact", "u:apart"]
