@@ -339,3 +339,21 @@ def test_a_backfill_lookup_forgets_what_is_committed_and_the_cache_answers_for_i
     assert set(lookup.messages(keys)) == keys and lookup.session_known("s-one")  # from the cache now
     second = {e.data["key"] for sl in produced[1] for e in sl.events if e.type == ev.MESSAGE_INDEXED}
     assert second <= set(lookup.held) and "s-two" in lookup.sessions  # not committed: still held
+
+
+def test_a_large_backfill_leaves_the_index_in_one_segment(tmp_path, monkeypatch):
+    """Each batch of a backfill writes its own index segment, searched separately: the import merges them."""
+    from cxsync.cache.store import Cache
+    from tests.bench.history import generate
+
+    generate(tmp_path / "claude", 3000, seed=3)
+    segments = "SELECT count(DISTINCT segid) FROM messages_fts_idx"
+    plain = open_cache(tmp_path / "plain.db")
+    monkeypatch.setattr(Cache, "optimize_index", lambda self, added=None: False)
+    Ingestor(plain, IDENT, [tmp_path / "claude"]).import_all(readers=0)
+    assert plain.conn.execute(segments).fetchone()[0] > 1
+    monkeypatch.undo()
+    merged = open_cache(tmp_path / "merged.db")
+    Ingestor(merged, IDENT, [tmp_path / "claude"]).import_all(readers=0)
+    assert merged.conn.execute(segments).fetchone()[0] == 1
+    assert [h.key for h in merged.search("the", limit=5)] == [h.key for h in plain.search("the", limit=5)]
