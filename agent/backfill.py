@@ -28,6 +28,7 @@ from cxsync.sync import events as ev
 IN_FLIGHT = 4  # files read ahead of the writer, per reader: bounds memory
 MIN_BYTES = 32 << 20  # below this a second process costs more to start than it saves
 MAX_READERS = 2
+READER_PAGE_CACHE = 8 << 20
 JOIN_TIMEOUT = 5.0
 
 _reader: Any = None
@@ -40,6 +41,8 @@ def _init(cache_path: str, identity: tuple[str, str, str], roots: list[str]) -> 
     from cxsync.cache import open_cache
 
     cache = open_cache(cache_path, readonly=True)
+    # Its look-ups are single keys, most of them new: a small page cache does, and each reader's memory counts.
+    cache.conn.execute(f"PRAGMA cache_size={-READER_PAGE_CACHE >> 10}")
     _reader = Ingestor(cache, ev.Identity(*identity), [Path(r) for r in roots])
     _lookup = BackfillLookup(cache)
 

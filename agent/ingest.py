@@ -10,6 +10,7 @@ transaction each, live; ``Batch``: a few large ones, in a backfill).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -34,6 +35,7 @@ OPEN_FILES = 256  # files whose last message is kept in memory
 # A large backfill's writer probes the keys of every table it fills (a million each at a million messages):
 # with twice the usual page cache they stay in memory (the import's whole process tree stays under 300 MB).
 IMPORT_PAGE_CACHE = 64 << 20
+COMMIT_EVENTS = 20_000  # events a backfill writes per transaction (in batches of Batch.EVENTS)
 
 
 @dataclass
@@ -516,18 +518,32 @@ class Ingestor:
 
         reading: backfill.Reading | _ReadHere = (backfill.Reading(self, files, readers) if readers
                                                  else _ReadHere(self, files))
-        for i, (tf, slices, payloads, idents, stats) in enumerate(reading, 1):
-            total.add(stats)
-            sink.payloads.update(payloads)
-            sink.idents.update(idents)
-            for sl in slices:
-                sink.put(sl)
-            if progress:
-                progress(tf, i, len(files))
-            if i % 20 == 0 or i == len(files):
-                sink.flush(done=i)
-                reading.committed()
-        sink.flush()
+        # Batches are written a few to a transaction: every commit writes each page it changed once more, and
+        # the keys of a batch land on pages all over their indexes (a page per key, at a million messages).
+        group = contextlib.ExitStack()
+        sealing = self.cache.dictionary() is not None  # the readers seal with the dictionary once it is committed
+        with group:
+            group.enter_context(self.cache.transaction())
+            pending = 0
+            for i, (tf, slices, payloads, idents, stats) in enumerate(reading, 1):
+                total.add(stats)
+                sink.payloads.update(payloads)
+                sink.idents.update(idents)
+                for sl in slices:
+                    pending += len(sl.events)
+                    sink.put(sl)
+                if progress:
+                    progress(tf, i, len(files))
+                if i % 20 == 0 or i == len(files):
+                    sink.flush(done=i)
+                    trained = not sealing and self.cache.dictionary() is not None
+                    sealing = sealing or trained
+                    if pending >= COMMIT_EVENTS or i == len(files) or trained:
+                        group.close()  # commit: what the readers produced so far is in the cache
+                        reading.committed()
+                        group.enter_context(self.cache.transaction())
+                        pending = 0
+            sink.flush()
 
 
 

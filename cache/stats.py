@@ -17,6 +17,7 @@ _PARTS = {
     "records": "non-conversational record keys",
     "outbox": "outbox",
     "sessions": "sessions",
+    "dictionaries": "compression dictionaries of the stored events",
 }
 
 

@@ -89,6 +89,12 @@ class Cache(_search.Queries):
                 raise
             self.conn.execute("COMMIT")
 
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """``with cache.transaction():`` one write transaction around several writes (each nests inside it)."""
+        with self._write():
+            yield
+
     def __enter__(self) -> "Cache":
         return self
 
