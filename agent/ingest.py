@@ -32,8 +32,8 @@ log = logging.getLogger("cxsync.ingest")
 RECORDS_PER_EVENT = 200
 SESSION_IDLE_END = 30 * 60  # a session whose file has been quiet this long is announced as ended
 OPEN_FILES = 256  # files whose last message is kept in memory
-# A large backfill's writer probes the keys of every table it fills (a million each at a million messages):
-# with twice the usual page cache they stay in memory (the import's whole process tree stays under 300 MB).
+# A large backfill's writer probes the keys of every table it fills (a million each at a million messages): twice
+# the usual page cache keeps more of them in memory (and the import's whole process tree under 300 MB).
 IMPORT_PAGE_CACHE = 64 << 20
 COMMIT_EVENTS = 20_000  # events a backfill writes per transaction (in batches of Batch.EVENTS)
 
