@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import weakref
+from typing import cast
 
 import apsw
 import zstandard
@@ -64,7 +65,10 @@ def active(conn: apsw.Connection) -> int | None:
         return None
     dict_id = int(row[0])
     if not ev.has_dictionary(dict_id):
-        ev.register_dictionary(bytes(one_row(conn, "SELECT data FROM dictionaries WHERE dict_id=?", (dict_id,))[0]))
+        data = one_row(conn, "SELECT data FROM dictionaries WHERE dict_id=?", (dict_id,))
+        if data is None:
+            return None
+        ev.register_dictionary(bytes(data[0]))
     return dict_id
 
 
@@ -80,7 +84,7 @@ def maybe_train(conn: apsw.Connection, min_events: int | None = None) -> int | N
     samples = []
     for (blob,) in rows:
         try:
-            samples.append(ev.serialized(bytes(blob)))
+            samples.append(ev.serialized(bytes(cast(bytes, blob))))
         except ev.CodecError:
             continue  # kept for what it is; not a sample
     try:

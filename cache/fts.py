@@ -202,11 +202,24 @@ def preferred_id(occurred_at: str | None, fallback: str | None, key: str) -> int
 # ---- snippets -----------------------------------------------------------------------------------------------
 
 
+_snippers = threading.local()
+
+
+def snipper() -> "Snipper":
+    """This thread's Snipper, on a private in-memory connection: the tokenizer is FTS5's own, and a connection
+    the cache shares with other threads refuses to tokenize while one of them is using it."""
+    got = getattr(_snippers, "snipper", None)
+    if got is None:
+        got = _snippers.snipper = Snipper(apsw.Connection(":memory:"))
+    return cast(Snipper, got)
+
+
 class Snipper:
     """Cuts FTS5-like snippets (a window of ``width`` tokens around the most query terms, terms marked) from text,
     with the index's own tokenizer, so what is marked is what matched."""
 
     def __init__(self, conn: apsw.Connection) -> None:
+        self._conn = conn  # the tokenizer belongs to it
         self._tok: Any = conn.fts5_tokenizer(*TOKENIZE)
 
     def tokens(self, text: str, *, query: bool = False) -> list[tuple[int, int, str]]:

@@ -124,7 +124,6 @@ def _quote(text: str) -> str:
 
 class Queries:
     conn: apsw.Connection
-    _snipper: Any = None
 
     def _match(self, text: str, fts: bool) -> tuple[str, list[str], str | None, list[int]]:
         """What to run for what the user typed: the FTS5 query of all its words, the words (each weighed by
@@ -150,10 +149,8 @@ class Queries:
 
         Also the steps of the phrase: how many tokens after one matched word the next one starts, when the words
         are side by side (``fts.adjacent``)."""
-        if self._snipper is None:
-            from cxsync.cache.fts import Snipper
+        from cxsync.cache.fts import snipper
 
-            self._snipper = Snipper(self.conn)
         total = self._total()
         trim = total > COMMON_MIN and len(words) > 0
         common_df = max(COMMON_MIN, COMMON_SHARE * total)
@@ -168,7 +165,7 @@ class Queries:
         shape = []  # per word: tokens trimmed at its start, kept, trimmed at its end
         for w in words:
             raw = w.encode("utf-8", "surrogatepass")
-            spans = [(a, b) for a, b, _ in self._snipper.tokens(w, query=True)]
+            spans = [(a, b) for a, b, _ in snipper().tokens(w, query=True)]
             keep = [i for i, (a, b) in enumerate(spans) if not common(raw[a:b].decode("utf-8", "surrogatepass"))] \
                 if trim and len(spans) > 1 else []
             if not keep:
@@ -329,16 +326,15 @@ class Queries:
         return out, every
 
     def _hits(self, rows: list[tuple[float, tuple[Any, ...]]], text: str) -> list[Hit]:
-        from cxsync.cache.fts import Snipper, query_words, texts_of
+        from cxsync.cache.fts import query_words, snipper, texts_of
 
         if not rows:
             return []
-        if self._snipper is None:
-            self._snipper = Snipper(self.conn)
-        terms = self._snipper.terms(list(query_words(text)))
+        cut = snipper()
+        terms = cut.terms(list(query_words(text)))
         texts = texts_of(self.conn, [r[8] for _, r in rows])
         return [Hit(session=r[1], root_session=r[2], project=r[4], role=r[5], occurred_at=r[6],
-                    snippet=self._snipper.snippet(texts.get(r[8], ""), terms), rank=score, key=r[3], agent_id=r[7])
+                    snippet=cut.snippet(texts.get(r[8], ""), terms), rank=score, key=r[3], agent_id=r[7])
                 for score, r in rows]
 
     def resolve_session(self, session: str) -> str:

@@ -89,12 +89,6 @@ class Cache(_search.Queries):
                 raise
             self.conn.execute("COMMIT")
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """``with cache.transaction():`` one write transaction around several writes (each nests inside it)."""
-        with self._write():
-            yield
-
     def __enter__(self) -> "Cache":
         return self
 
@@ -217,7 +211,8 @@ class Cache(_search.Queries):
     @contextmanager
     def transaction(self) -> Iterator[apsw.Connection]:
         """The writer connection inside one transaction, serialised with the other threads' writes: for the
-        cache's derived, local-only tables (what ``apply`` does not own)."""
+        cache's derived, local-only tables (what ``apply`` does not own), or around several writes (a backfill's
+        batches: each nests inside it)."""
         with self._write():
             yield self.conn
 

@@ -1,8 +1,11 @@
 """Import and search benchmark: a generated history imported with `cxsync import` as a new user would, then searched,
 every figure printed beside a bare apsw + FTS5 baseline measured in the same run on the same rows and queries.
 
-    python -m tests.bench.bench_import --messages 1000000     # about 25 minutes on 2 cores; 10 GB of disk
+    python -m tests.bench.bench_import --messages 1000000 --history DIR   # about 10 minutes on 2 cores, 10 GB
     python -m tests.bench.bench_import --messages 50000       # a quick look
+
+``--history DIR`` keeps the generated history in DIR and reuses it in later runs; ``--keep`` keeps the run's
+caches, which ``--reuse WORK`` measures again (size and search only).
 
 The history is seeded (same figures' inputs every run) and bounded by ``--messages``. The import runs as the CLI
 in a child process, whose process tree's resident memory is sampled every 50 ms.
