@@ -20,7 +20,10 @@ VOCAB = ("cache sync query index token vector parser module handler refactor mig
          " request response schema table column thread").split()
 
 
-def _history(home: Path, sessions: int, per: int) -> None:
+def _history(tmp_path: Path, sessions: int, per: int) -> Path:
+    """A Claude home under ``tmp_path`` with ``sessions`` sessions of ``per`` prompts and answers; returns it."""
+    home = tmp_path / "claude"
+    (home / "projects").mkdir(parents=True)
     for s in range(sessions):
         sid = f"00000000-0000-4000-8000-{s:012d}"
         recs = []
@@ -29,6 +32,7 @@ def _history(home: Path, sessions: int, per: int) -> None:
             recs.append(T.user(sid, f"prompt {s}.{i}: {words}"))
             recs += T.assistant_lines(sid, [T.text(f"answer {s}.{i}: {words} {words}")])
         T.write(T.session_file(home, sid), recs)
+    return home
 
 
 def _versions(cache) -> dict[int, int]:
@@ -39,9 +43,7 @@ def _versions(cache) -> dict[int, int]:
 def test_a_dictionary_is_trained_once_enough_events_are_stored_and_halves_them(tmp_path: Path,
                                                                                  monkeypatch) -> None:
     monkeypatch.setattr(compress, "MIN_EVENTS", 300)
-    home = tmp_path / "claude"
-    (home / "projects").mkdir(parents=True)
-    _history(home, 80, 12)
+    home = _history(tmp_path, 80, 12)
     cache = open_cache(tmp_path / "cache.db")
     Ingestor(cache, ID, [home]).import_all(readers=0)
     versions = _versions(cache)
@@ -71,9 +73,7 @@ def test_a_dictionary_is_trained_once_enough_events_are_stored_and_halves_them(t
 
 
 def test_without_enough_events_there_is_no_dictionary(tmp_path: Path) -> None:
-    home = tmp_path / "claude"
-    (home / "projects").mkdir(parents=True)
-    _history(home, 2, 3)
+    home = _history(tmp_path, 2, 3)
     cache = open_cache(tmp_path / "cache.db")
     Ingestor(cache, ID, [home]).import_all(readers=0)
     assert cache.dictionary() is None and set(_versions(cache)) == {ev.CODEC_VERSION}
@@ -82,9 +82,7 @@ def test_without_enough_events_there_is_no_dictionary(tmp_path: Path) -> None:
 def test_what_leaves_the_cache_is_the_plain_wire_form_and_another_cache_reads_it(tmp_path: Path,
                                                                                    monkeypatch) -> None:
     monkeypatch.setattr(compress, "MIN_EVENTS", 100)
-    home = tmp_path / "claude"
-    (home / "projects").mkdir(parents=True)
-    _history(home, 30, 10)
+    home = _history(tmp_path, 30, 10)
     log = SqliteEventLog(tmp_path / "log.db", "acme")
     a = open_cache(tmp_path / "a.db", route=lambda e: ev.route(e, [STREAM]))
     Ingestor(a, ID, [home]).import_all(readers=0)
@@ -102,9 +100,7 @@ def test_what_leaves_the_cache_is_the_plain_wire_form_and_another_cache_reads_it
 def test_a_reader_opened_before_the_dictionary_was_trained_still_reads_what_it_sealed(tmp_path: Path,
                                                                                         monkeypatch) -> None:
     monkeypatch.setattr(compress, "MIN_EVENTS", 100)
-    home = tmp_path / "claude"
-    (home / "projects").mkdir(parents=True)
-    _history(home, 30, 10)
+    home = _history(tmp_path, 30, 10)
     writer = open_cache(tmp_path / "cache.db")
     reader = open_cache(tmp_path / "cache.db", readonly=True)  # before any dictionary exists
     Ingestor(writer, ID, [home]).import_all(readers=0)
@@ -147,9 +143,7 @@ def test_a_payload_naming_an_unknown_dictionary_is_a_clear_codec_error() -> None
 
 
 def test_rebuild_seals_the_events_of_a_cache_made_before_dictionaries(tmp_path: Path, monkeypatch) -> None:
-    home = tmp_path / "claude"
-    (home / "projects").mkdir(parents=True)
-    _history(home, 30, 10)
+    home = _history(tmp_path, 30, 10)
     monkeypatch.setattr(compress, "MIN_EVENTS", 10**9)  # as an older cxsync made it: no dictionary
     cache = open_cache(tmp_path / "cache.db")
     Ingestor(cache, ID, [home]).import_all(readers=0)
