@@ -204,11 +204,11 @@ class Reading:
         self.ingestor = ingestor
         self.files = files
         self.readers = readers
+        self._readers: list[_Reader] = []
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
         context = multiprocessing.get_context("spawn")  # never fork a process that may be running threads
         parts = [p for p in partition(self.files, self.readers) if p]
-        self._readers: list[_Reader] = []
         try:
             for ix in parts:
                 self._readers.append(_Reader(context, self.ingestor, [self.files[i] for i in ix]))
@@ -227,5 +227,5 @@ class Reading:
                 r.close()
 
     def committed(self) -> None:
-        for r in getattr(self, "_readers", []):
+        for r in self._readers:
             r.committed = r.received

@@ -72,14 +72,14 @@ def active(conn: apsw.Connection) -> int | None:
     return dict_id
 
 
-def maybe_train(conn: apsw.Connection, min_events: int | None = None) -> int | None:
+def maybe_train(conn: apsw.Connection) -> int | None:
     """Inside a write transaction: the active dictionary, trained from the newest stored events first if there is
     none yet and the cache holds enough of them (None otherwise)."""
     current = active(conn)
     if current is not None or not _has_table(conn):
         return current
     rows = conn.execute("SELECT payload FROM events ORDER BY seq DESC LIMIT ?", (SAMPLES,)).fetchall()
-    if len(rows) < min(SAMPLES, MIN_EVENTS if min_events is None else min_events):
+    if len(rows) < min(SAMPLES, MIN_EVENTS):
         return None
     samples = []
     for (blob,) in rows:

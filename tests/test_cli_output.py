@@ -96,23 +96,7 @@ def test_escape_sequences_are_made_visible_in_query_and_show(hostile: Path) -> N
 
 def test_escape_sequences_stay_visible_on_a_terminal(hostile: Path) -> None:
     """On a real pty rich adds its own colours; the transcript's ESC]0 (retitle) and ESC[2J (clear) never pass."""
-    import pty
-
-    pid, fd = pty.fork()
-    if pid == 0:  # pragma: no cover - the child
-        os.environ.update({"CXSYNC_MACHINE": "desk-a", "COLUMNS": "200", "TERM": "xterm-256color"})
-        os.execv(sys.executable, [sys.executable, "-m", "cxsync.agent", "show", S_MARKUP[:8], "--no-pager"])
-    chunks = []
-    while True:
-        try:
-            data = os.read(fd, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.waitpid(pid, 0)
-    out = b"".join(chunks).decode("utf-8", "replace")
+    out = _on_a_pty(["show", S_MARKUP[:8], "--no-pager"], {"COLUMNS": "200", "TERM": "xterm-256color"})
     assert "\x1b]" not in out and "\x1b[2J" not in out and "\x07" not in out
     assert "pwned" in out and "[bold]loud[/bold]" in out
 
