@@ -226,7 +226,7 @@ class Batch:
         self._reset()
 
     def _reset(self) -> None:
-        self.payloads: dict[str, bytes] = {}  # events already sealed (by the reader process)
+        self.payloads: dict[str, bytes] = {}  # events already transformed and sealed (by the reader process)
         self.idents: dict[str, str] = {}  # and the identifier parts of their messages' texts
         self.events: list[ev.ContextEvent] = []
         self.files: list[dict[str, Any]] = []
@@ -249,7 +249,7 @@ class Batch:
         cache = self.ing.cache
         if self.events or self.files:
             cache.apply(self.events, "local", files=self.files, payloads=self.payloads or None,
-                        idents=self.idents or None)
+                        idents=self.idents or None, transformed=bool(self.payloads))
         for ctx, state in self.end_checks:
             self.ing.end_session_if_idle(ctx, state)
         if done is not None:
@@ -505,7 +505,7 @@ class Ingestor:
         total = IngestStats(errors=self.problems.messages())
         self.cache.set_state(import_total=len(files), import_done=0)
         sink = Batch(self)
-        with self.cache.page_cache(IMPORT_PAGE_CACHE if readers else None):
+        with self.cache.page_cache(IMPORT_PAGE_CACHE if readers else None), backfill.no_cycle_collector():
             self._import(files, readers, sink, total, progress)
             self.cache.optimize_index(added=total.messages)
         # The WAL grew while the reader processes held snapshots: give its space back now.

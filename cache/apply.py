@@ -303,15 +303,17 @@ def _apply_records(conn: apsw.Connection, e: ev.ContextEvent, seq: int, agg: _Se
     _ensure_session(conn, e, sid, e.data.get("root_session"))
     records = e.data.get("records", [])
     before = conn.total_changes()
-    held = {k: (o, osid) for k, o, osid in conn.execute(
-        "SELECT key, event_seq, session_id FROM records WHERE key IN (%s)" % ",".join("?" * len(records)),
-        [r["key"] for r in records])} if records else {}
     conn.executemany("INSERT OR IGNORE INTO records(key, session_id, type, line, event_seq) VALUES (?,?,?,?,?)",
-                     [(r["key"], sid, r.get("type"), r.get("line"), seq) for r in records if r["key"] not in held])
+                     [(r["key"], sid, r.get("type"), r.get("line"), seq) for r in records])
+    held: dict[str, tuple[int, str]] = {}
+    if conn.total_changes() - before < len(records):  # some were held already (rows of this event have its seq)
+        held = {k: (o, osid) for k, o, osid in conn.execute(
+            "SELECT key, event_seq, session_id FROM records WHERE event_seq != ? AND key IN (%s)"
+            % ",".join("?" * len(records)), [seq, *(r["key"] for r in records)])}
     for r in records:  # copies of records held already: kept by the session that owns them
         if r["key"] in held:
             oseq, osid = held[r["key"]]
-            origin = origin_of_raw(r.get("raw"))
+            origin = r["origin"] if "origin" in r else origin_of_raw(r.get("raw"))  # see backfill._light
             if osid != sid and owner_rank(sid, origin) < owner_rank(osid, _stored_record_origin(conn, oseq, r["key"])):
                 conn.execute("UPDATE records SET session_id = ?, type = ?, line = ?, event_seq = ? WHERE key = ?",
                              (sid, r.get("type"), r.get("line"), seq, r["key"]))

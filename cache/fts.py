@@ -25,30 +25,44 @@ _pending = threading.local()  # texts of the messages apply is writing on this t
 
 # A CamelCase or mixedCase identifier (getUserName, HTTPServer, IOError, v2Parser) and its parts. snake_case,
 # dotted names and paths need nothing: the tokenizer already splits them, and a phrase query finds the whole.
-# Most messages hold none, and a regex over every message costs more than the rest of indexing it: a byte
-# translation (letters and digits to a/A, the rest to space) and two substring tests rule them out first.
-_SHAPE = bytearray(b" " * 256)
+# Most messages hold one or two among hundreds of words, and a regex over every word costs more than the rest of
+# indexing the message: a byte translation (ASCII letters and digits to a/A, other ASCII to space, the bytes of
+# other characters to x) lets plain substring searches find the humps ("aA", "AAa") and the words around them.
+_SHAPE = bytearray(b" " * 128 + b"x" * 128)
 for _c in b"abcdefghijklmnopqrstuvwxyz0123456789":
     _SHAPE[_c] = ord("a")
 for _c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZ":
     _SHAPE[_c] = ord("A")
 _SHAPES = bytes(_SHAPE)
-_CAMEL = re.compile(r"\b(?=[A-Za-z0-9]*?(?:[a-z0-9][A-Z]|[A-Z]{2}[a-z]))[A-Za-z0-9]+")
+_HUMPS = (b"aA", b"AAa")
 _PARTS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 
 
 def idents(text: str | None) -> str:
-    """The parts of the CamelCase identifiers in ``text``, space-separated (indexed in their own column)."""
+    """The parts of the CamelCase identifiers in ``text``, space-separated (indexed in their own column).
+
+    An identifier is a word of ASCII letters and digits (between spaces, punctuation or underscores: the parts of
+    ``load_userName`` are ``user Name``) with a lower-to-upper or upper-upper-lower step; a word that holds other
+    characters (``naïveCase``) is not one."""
     if not text:
         return ""
-    shape = text.encode("utf-8", "surrogatepass").translate(_SHAPES)
-    if b"aA" not in shape and b"AAa" not in shape:
+    data = text.encode("utf-8", "surrogatepass")
+    shape = data.translate(_SHAPES)
+    words: dict[int, bytes] = {}
+    for hump in _HUMPS:
+        at = shape.find(hump)
+        while at >= 0:
+            start = shape.rfind(b" ", 0, at) + 1
+            end = shape.find(b" ", at)
+            if end < 0:
+                end = len(shape)
+            if b"x" not in shape[start:end]:
+                words[start] = data[start:end]
+            at = shape.find(hump, end)
+    if not words:
         return ""
-    seen: dict[str, None] = {}
-    for word in _CAMEL.findall(text):
-        for part in _PARTS.findall(word):
-            seen[part] = None
-    return " ".join(seen)
+    found = b" ".join(words[k] for k in sorted(words)).decode("ascii")
+    return " ".join(dict.fromkeys(_PARTS.findall(found)))
 
 
 class pending_texts:

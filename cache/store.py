@@ -99,12 +99,15 @@ class Cache(_search.Queries):
 
     def apply(self, events: Iterable[ev.ContextEvent], origin: str = "local", *,
               files: Sequence[Mapping[str, Any]] = (), cursor: tuple[str, bytes] | None = None,
-              payloads: Mapping[str, bytes] | None = None, idents: Mapping[str, str] | None = None) -> ApplyResult:
+              payloads: Mapping[str, bytes] | None = None, idents: Mapping[str, str] | None = None,
+              transformed: bool = False) -> ApplyResult:
         """Apply events, file offsets and a stream cursor in ONE transaction: all of it lands or none.
 
         ``payloads`` and ``idents``: what a backfill's reader process already made of some events (their sealed
-        bytes, the identifier parts of their text); an event the transform changes is made afresh."""
-        if origin == "local" and self.transform is not None:
+        bytes, the identifier parts of their text); ``transformed``: the events went through this cache's
+        ``transform`` already, there (their payloads hold what the light events that come with them do not).
+        Otherwise an event the transform changes is made afresh."""
+        if origin == "local" and self.transform is not None and not transformed:
             changed: set[str] = set()
             out = []
             for e in events:

@@ -110,7 +110,7 @@ def test_local_redaction_when_configured(tmp_path: Path, claude_home: Path, proc
     h.env["CXSYNC_IMPORT_PROCESSES"] = processes
     with open(h.home / "config.toml", "a") as fh:
         fh.write("[redact]\nlocal = true\n")
-    _transcript(claude_home)
+    written = _transcript(claude_home)
     h.js("import", "--root", str(claude_home))
     con = sqlite3.connect(h.db_path)
     try:
@@ -122,6 +122,17 @@ def test_local_redaction_when_configured(tmp_path: Path, claude_home: Path, proc
         con.close()
     everything = contents + [orjson.dumps(ev.decode(b).data).decode() for b in blobs]
     assert not {k for k, n in NEEDLES.items() for t in everything if n in t or json.dumps(n)[1:-1] in t}
+    # and every line is kept, redacted: none is lost with its secret
+    from cxsync.cache import open_cache
+    from cxsync.cache.records import transcript
+
+    cache = open_cache(h.db_path, readonly=True)
+    try:
+        held = transcript(cache.conn, SID)
+    finally:
+        cache.close()
+    assert [n for n, _ in held.lines] == list(range(1, len(written.read_text().splitlines()) + 1))
+    assert held.redacted == len(held.lines) - 1  # all but the line without a secret
 
 
 def test_redact_check_shows_findings_without_the_secret(tmp_path: Path, claude_home: Path) -> None:

@@ -113,6 +113,17 @@ def test_code_identifiers_are_found_by_their_parts_and_whole(tmp_path: Path) -> 
         assert [h.key for h in c.search(q)] == ["u:1"], q
 
 
+
+def test_the_parts_of_identifiers_are_those_of_ascii_words_with_a_hump() -> None:
+    from cxsync.cache.fts import idents
+
+    assert idents("call getUserName() and HTTPServer, IOError, v2Parser") == \
+        "get User Name HTTP Server IO Error v 2 Parser"
+    assert idents("load_userName then userName again") == "user Name"  # underscores separate; parts once
+    assert idents("naïveCase éfooBar") == ""  # words with other characters are not identifiers
+    assert idents("plain words, snake_case and a/path.py") == ""
+    assert idents("") == idents(None) == ""
+
 def test_equal_ranks_are_ordered_by_key_so_identical_caches_answer_identically(tmp_path: Path) -> None:
     events = [_msg(f"u:{i:02d}", "same words exactly", _at(0)) for i in range(20)]
     answers = []
