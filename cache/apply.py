@@ -215,8 +215,7 @@ def _apply_message(conn: apsw.Connection, e: ev.ContextEvent, seq: int, agg: _Se
         conn, "SELECT id, parts, hash, input_tokens, output_tokens, cache_read_tokens,"
         " cache_creation_tokens, session_id FROM messages WHERE key=?", (row["key"],))
     if old is None:
-        rows = _new_rows(conn, [(e, row)])
-        conn.executemany(_INSERT_MSG_WITH_ID, rows)
+        _insert_new(conn, _new_rows(conn, [(e, row)]), {e.event_id: str(row["content"])}, {})
         agg.add(e, row, 1, [row[t] for t in _TOKENS])
         return True
     oid, oparts, ohash, *otok = old[:7]
@@ -384,6 +383,17 @@ def _existing(conn: apsw.Connection, sql: str, values: Sequence[Any]) -> set[Any
 
 _INSERT_MSG_WITH_ID = (f"INSERT INTO messages(id, {', '.join(_MSG_COLS)})"
                        f" VALUES ({', '.join('?' * (len(_MSG_COLS) + 1))})")
+_EVENT_ID = 1 + _MSG_COLS.index("event_id")
+
+
+def _insert_new(conn: apsw.Connection, rows: list[tuple[Any, ...]], texts: Mapping[str, str],
+                idents: Mapping[str, str]) -> None:
+    """Insert new message rows (``_new_rows``) and index their texts: the rows keep no text, and the index has no
+    insert trigger (schema migration 7). ``idents``: identifier parts already split, by event id."""
+    conn.executemany(_INSERT_MSG_WITH_ID, rows)
+    conn.executemany("INSERT INTO messages_fts(rowid, content, idents) VALUES (?,?,?)",
+                     [(r[0], texts[r[_EVENT_ID]], idents[r[_EVENT_ID]] if r[_EVENT_ID] in idents
+                       else fts.idents(texts[r[_EVENT_ID]])) for r in rows])
 
 
 def apply_in_tx(conn: apsw.Connection, events: Iterable[ev.ContextEvent], origin: str,
@@ -446,16 +456,8 @@ def apply_in_tx(conn: apsw.Connection, events: Iterable[ev.ContextEvent], origin
             row = _message_row(e)
             new.append((e, row))
             agg.add(e, row, 1, [row[t] for t in _TOKENS])
-        # The rows keep no text: the index triggers read it from here, and the batch is indexed in one statement.
         texts = {e.event_id: str(e.data.get("content") or "") for e in messages}
-        rows = _new_rows(conn, new)
-        with fts.pending_texts(texts, bulk=True):
-            conn.executemany(_INSERT_MSG_WITH_ID, rows)
-        eid = 1 + _MSG_COLS.index("event_id")
-        parts = idents or {}
-        conn.executemany("INSERT INTO messages_fts(rowid, content, idents) VALUES (?,?,?)",
-                         [(r[0], texts[r[eid]], parts[r[eid]] if r[eid] in parts else fts.idents(texts[r[eid]]))
-                          for r in rows])
+        _insert_new(conn, _new_rows(conn, new), texts, idents or {})
         res.messages = len(new)
         with fts.pending_texts(texts):
             for e in later:

@@ -2,8 +2,9 @@
 the parts of code identifiers, and snippets cut from the stored text.
 
 The index is contentless (``messages_fts``, ``content=''``): it holds the tokens, not a copy of the text. The text
-of a message lives once, in its stored event; ``cx_text(event_id)`` returns it to the triggers that keep the index
-(from the batch ``apply`` is writing when there is one, else by decoding the stored event).
+of a message lives once, in its stored event. ``apply`` indexes the messages it inserts; when a message's row
+changes, the update trigger gets its new text from ``cx_text(event_id)`` (from the batch ``apply`` is writing when
+there is one, else by decoding the stored event).
 """
 
 from __future__ import annotations
@@ -66,23 +67,17 @@ def idents(text: str | None) -> str:
 
 
 class pending_texts:
-    """``with pending_texts({event_id: text}, bulk=...):`` — the texts the index triggers read while apply writes.
+    """``with pending_texts({event_id: text}):`` — the texts the index's update trigger reads while apply writes."""
 
-    ``bulk``: apply inserts a batch of new messages set-wise and indexes them itself, in one statement, right
-    after. The insert trigger stands aside meanwhile (``cx_bulk()``): a trigger runs in a savepoint, and FTS5
-    writes out its pending terms at every savepoint, so a 3,000-message batch would become 3,000 tiny segments.
-    """
-
-    def __init__(self, texts: Mapping[str, str], *, bulk: bool = False) -> None:
+    def __init__(self, texts: Mapping[str, str]) -> None:
         self.texts = texts
-        self.bulk = bulk
 
     def __enter__(self) -> None:
-        self.saved = (getattr(_pending, "texts", None), getattr(_pending, "bulk", False))
-        _pending.texts, _pending.bulk = self.texts, self.bulk
+        self.saved = getattr(_pending, "texts", None)
+        _pending.texts = self.texts
 
     def __exit__(self, *exc: object) -> None:
-        _pending.texts, _pending.bulk = self.saved
+        _pending.texts = self.saved
 
 
 def stored_text(conn: apsw.Connection, event_id: str) -> str:
@@ -134,12 +129,8 @@ def register(conn: apsw.Connection) -> None:
     def cx_idents(event_id: str) -> str:
         return idents(cx_text(event_id))
 
-    def cx_bulk() -> int:
-        return int(bool(getattr(_pending, "bulk", False)))
-
     # apsw types callbacks as taking and returning any SQLite value; these take and return text.
     conn.create_scalar_function("cx_text", cast(Any, cx_text), 1)
-    conn.create_scalar_function("cx_bulk", cast(Any, cx_bulk), 0)
     conn.create_scalar_function("cx_idents", cast(Any, cx_idents), 1)
     conn.create_scalar_function("cx_idents_of", cast(Any, idents), 1, deterministic=True)  # of a text (migration)
     conn.register_fts5_function("cx_rank", cast(Any, rank))

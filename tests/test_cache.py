@@ -7,7 +7,7 @@ from pathlib import Path
 import apsw
 import pytest
 
-from cxsync.cache import CacheError, open_cache
+from cxsync.cache import CacheError, fts, open_cache
 from cxsync.cache.schema import MIGRATIONS
 from cxsync.sync import events as ev
 
@@ -41,6 +41,24 @@ def test_migration_2_counts_messages_already_there(tmp_path: Path) -> None:
     assert c.counts()["messages"] == 3
     c.apply([_msg(9)], "remote")
     assert c.counts()["messages"] == 4
+    c.close()
+
+
+def test_a_cache_of_schema_6_loses_its_insert_trigger_and_still_indexes_what_apply_writes(tmp_path: Path) -> None:
+    """An insert trigger would make every message insert keep a statement journal (migration 7): apply indexes."""
+    conn = apsw.Connection(str(tmp_path / "six.db"))
+    fts.register(conn)
+    conn.execute("CREATE TABLE migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")
+    with conn:
+        for version, name, sql in MIGRATIONS[:6]:
+            conn.execute(sql)
+            conn.execute("INSERT INTO migrations VALUES (?, ?, 'then')", (version, name))
+    conn.close()
+    c = open_cache(tmp_path / "six.db")
+    triggers = {r[0] for r in c.conn.execute("SELECT name FROM sqlite_schema WHERE type = 'trigger'")}
+    assert triggers == {"messages_fts_update", "messages_fts_delete"}
+    c.apply([_msg(1, content="a getUserName call")], "remote")
+    assert [h.key for h in c.search("user name")] == [h.key for h in c.search("getUserName")] == ["u:1"]
     c.close()
 
 

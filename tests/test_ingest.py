@@ -348,12 +348,14 @@ def test_a_large_backfill_leaves_the_index_in_one_segment(tmp_path, monkeypatch)
 
     generate(tmp_path / "claude", 3000, seed=3)
     segments = "SELECT count(DISTINCT segid) FROM messages_fts_idx"
-    plain = open_cache(tmp_path / "plain.db")
+    plain, merged = open_cache(tmp_path / "plain.db"), open_cache(tmp_path / "merged.db")
+    for c in (plain, merged):  # a buffer of pending terms as small, here, as the 32 MB one is to a million messages
+        with c.conn:
+            c.conn.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('hashsize', 65536)")
     monkeypatch.setattr(Cache, "optimize_index", lambda self, added=None: False)
     Ingestor(plain, IDENT, [tmp_path / "claude"]).import_all(readers=0)
     assert plain.conn.execute(segments).fetchone()[0] > 1
     monkeypatch.undo()
-    merged = open_cache(tmp_path / "merged.db")
     Ingestor(merged, IDENT, [tmp_path / "claude"]).import_all(readers=0)
     assert merged.conn.execute(segments).fetchone()[0] == 1
     assert [h.key for h in merged.search("the", limit=5)] == [h.key for h in plain.search("the", limit=5)]

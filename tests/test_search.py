@@ -124,6 +124,7 @@ def test_the_parts_of_identifiers_are_those_of_ascii_words_with_a_hump() -> None
     assert idents("plain words, snake_case and a/path.py") == ""
     assert idents("") == idents(None) == ""
 
+
 def test_equal_ranks_are_ordered_by_key_so_identical_caches_answer_identically(tmp_path: Path) -> None:
     events = [_msg(f"u:{i:02d}", "same words exactly", _at(0)) for i in range(20)]
     answers = []
@@ -136,7 +137,7 @@ def test_equal_ranks_are_ordered_by_key_so_identical_caches_answer_identically(t
     assert answers[0] == answers[1] == sorted(answers[0])
 
 
-def test_the_index_follows_rows_whoever_writes_them(tmp_path: Path) -> None:
+def test_the_index_follows_rows_that_change_or_go(tmp_path: Path) -> None:
     """Triggers keep the index: a message that grows is re-indexed, a row deleted by hand leaves the index."""
     c = open_cache(tmp_path / "c.db")
     small = _msg("m:1", "first half", _at(1), parts=1)
@@ -150,11 +151,6 @@ def test_the_index_follows_rows_whoever_writes_them(tmp_path: Path) -> None:
         c.conn.execute("DELETE FROM messages WHERE key='m:1'")
     assert c.search("first") == []
     assert c.conn.execute("SELECT count(*) FROM messages_fts").fetchone()[0] == 0
-    with c.conn:  # put back by hand: indexed from the text of its stored event
-        c.conn.execute("INSERT INTO messages(id, key, hash, role, session_id, root_session, tenant, user_id,"
-                       " event_id, occurred_at) VALUES (7, 'm:1', 'h2', 'user', 's1', 's1', 'acme', 'bob', ?, ?)",
-                       (big.event_id, _at(1)))
-    assert [h.key for h in c.search("second half")] == ["m:1"]
 
 
 def test_a_cache_of_schema_2_is_migrated_and_still_found(tmp_path: Path) -> None:
