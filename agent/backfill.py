@@ -18,16 +18,17 @@ import contextlib
 import gc
 import multiprocessing
 import os
+import queue
 import threading
 import traceback
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Iterator
 
 from cxsync.agent.discovery import TranscriptFile
 from cxsync.sync import events as ev
 
-IN_FLIGHT = 4  # files read ahead of the writer, per reader: bounds memory
+IN_FLIGHT = 8  # files a reader may read ahead of the writer: bounds memory
 MIN_BYTES = 32 << 20  # below this a second process costs more to start than it saves
 MAX_READERS = 2
 READER_PAGE_CACHE = 8 << 20
@@ -123,25 +124,38 @@ def _die_with_parent(lifeline: Connection) -> None:
 
 def _serve(conn: Connection, lifeline: Connection, cache_path: str, identity: tuple[str, str, str],
            roots: list[str], transform: Any) -> None:
-    """A reader process: read each file it is sent, send back what it produced, in order."""
+    """A reader process: read each file it is sent, send back what it produced, in order.  A thread sends, so
+    that reading goes on while the importer is busy writing (and not receiving): as many files ahead as it
+    asked for."""
     threading.Thread(target=_die_with_parent, args=(lifeline,), name="lifeline", daemon=True).start()
     _init(cache_path, identity, roots, transform)
-    while True:
-        try:
-            request = conn.recv()
-        except (EOFError, OSError):
-            return
-        if request is None:
-            return
-        tf, committed = request
-        try:
-            reply: tuple[str, Any] = ("ok", _read(tf, committed))
-        except Exception:  # noqa: BLE001 - the importer raises it, with the reader's traceback
-            reply = ("error", traceback.format_exc())
-        try:
-            conn.send(reply)
-        except (BrokenPipeError, OSError):
-            return
+    replies: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
+
+    def send() -> None:
+        while (reply := replies.get()) is not None:
+            try:
+                conn.send(reply)
+            except (BrokenPipeError, OSError):
+                return
+
+    sender = threading.Thread(target=send, name="sender", daemon=True)
+    sender.start()
+    try:
+        while True:
+            try:
+                request = conn.recv()
+            except (EOFError, OSError):
+                return
+            if request is None:
+                return
+            tf, committed = request
+            try:
+                replies.put(("ok", _read(tf, committed)))
+            except Exception:  # noqa: BLE001 - the importer raises it, with the reader's traceback
+                replies.put(("error", traceback.format_exc()))
+    finally:
+        replies.put(None)
+        sender.join()
 
 
 class ReaderFailed(RuntimeError):
@@ -234,7 +248,8 @@ class _Reader:
 class Reading:
     """(file, slices, sealed payloads, identifier parts, stats) for each file, read by reader processes while
     the importer writes; iterate it, and call ``committed()`` whenever what was handed out so far is in the
-    cache, so the readers can forget it.  Files come in turns from each reader (each reader's in order)."""
+    cache, so the readers can forget it.  Files come from whichever reader has one ready (each reader's in
+    order)."""
 
     def __init__(self, ingestor: Any, files: list[TranscriptFile], readers: int) -> None:
         self.ingestor = ingestor
@@ -251,13 +266,14 @@ class Reading:
             for r in self._readers:
                 for _ in range(IN_FLIGHT):
                     r.send_next()
-            live = list(self._readers)
+            live = [r for r in self._readers if r.files]
             while live:
-                for r in list(live):
-                    if r.received == len(r.files):
-                        live.remove(r)
-                        continue
-                    yield r.receive()
+                ready = wait([r.conn for r in live])
+                for r in list(live):  # whichever has a file ready, in turns: each reader's come in its order
+                    if r.conn in ready:
+                        yield r.receive()
+                        if r.received == len(r.files):
+                            live.remove(r)
         finally:
             for r in self._readers:
                 r.close()

@@ -523,7 +523,7 @@ class Ingestor:
         group = contextlib.ExitStack()
         sealing = self.cache.dictionary() is not None  # the readers seal with the dictionary once it is committed
         with group:
-            group.enter_context(self.cache.transaction())
+            group.enter_context(self.cache.transaction(flat=True))
             pending = 0
             for i, (tf, slices, payloads, idents, stats) in enumerate(reading, 1):
                 total.add(stats)
@@ -541,7 +541,7 @@ class Ingestor:
                     if pending >= COMMIT_EVENTS or i == len(files) or trained:
                         group.close()  # commit: what the readers produced so far is in the cache
                         reading.committed()
-                        group.enter_context(self.cache.transaction())
+                        group.enter_context(self.cache.transaction(flat=True))
                         pending = 0
             sink.flush()
 

@@ -66,6 +66,7 @@ class Cache(_search.Queries):
         self.route = route
         self.transform = transform  # applied to local events before they are stored (e.g. redaction)
         self._lock = threading.RLock()  # one writer connection, shared by the agent's threads
+        self._flat = False  # inside transaction(flat=True): nested writes open no savepoint
         self._train_at: int | None = compress.MIN_EVENTS  # the stored events from which a dictionary is (next) tried
 
     def close(self) -> None:
@@ -77,6 +78,9 @@ class Cache(_search.Queries):
         a deferred one that read first and then met another writer fails at once with BusyError."""
         with self._lock:
             if not self.conn.getautocommit():  # already inside one (a caller's transaction): nest
+                if self._flat:
+                    yield
+                    return
                 with self.conn:
                     yield
                 return
@@ -212,12 +216,20 @@ class Cache(_search.Queries):
                     "SELECT stream, cursor, last_pull, caught_up_at, behind FROM cursors ORDER BY stream")}
 
     @contextmanager
-    def transaction(self) -> Iterator[apsw.Connection]:
+    def transaction(self, *, flat: bool = False) -> Iterator[apsw.Connection]:
         """The writer connection inside one transaction, serialised with the other threads' writes: for the
         cache's derived, local-only tables (what ``apply`` does not own), or around several writes (a backfill's
-        batches: each nests inside it)."""
+        batches: each nests inside it, in a savepoint of its own).
+
+        ``flat``: the writes inside open no savepoints, and one that fails fails the whole transaction. A backfill
+        wants that: FTS5 writes its pending terms out whenever a savepoint is released, so each batch would become
+        an index segment, merged and merged again (a tenth of a million-message import, measured)."""
         with self._write():
-            yield self.conn
+            was, self._flat = self._flat, flat
+            try:
+                yield self.conn
+            finally:
+                self._flat = was
 
     def _save_file(self, f: Mapping[str, Any]) -> None:
         row = {c: f.get(c) for c in FILE_COLS}
