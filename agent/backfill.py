@@ -28,7 +28,7 @@ from typing import Any, Iterator
 from cxsync.agent.discovery import TranscriptFile
 from cxsync.sync import events as ev
 
-IN_FLIGHT = 8  # files a reader may read ahead of the writer: bounds memory
+IN_FLIGHT = 6  # files a reader may read ahead of the writer: bounds memory (8 took the import past 290 MB)
 MIN_BYTES = 32 << 20  # below this a second process costs more to start than it saves
 MAX_READERS = 2
 READER_PAGE_CACHE = 8 << 20

@@ -333,8 +333,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         -- reaches the index through its trigger.
         DROP TRIGGER messages_fts_insert;
         -- FTS5 writes a new segment each time its buffer of pending terms fills (1 MB by default), and merges them
-        -- again later: with 32 MB a large import writes and merges far fewer.
-        INSERT INTO messages_fts(messages_fts, rank) VALUES ('hashsize', 33554432);
+        -- again later: with 16 MB a large import writes and merges far fewer.
+        INSERT INTO messages_fts(messages_fts, rank) VALUES ('hashsize', 16777216);
         """,
     ),
 ]
