@@ -359,3 +359,28 @@ def test_a_large_backfill_leaves_the_index_in_one_segment(tmp_path, monkeypatch)
     Ingestor(merged, IDENT, [tmp_path / "claude"]).import_all(readers=0)
     assert merged.conn.execute(segments).fetchone()[0] == 1
     assert [h.key for h in merged.search("the", limit=5)] == [h.key for h in plain.search("the", limit=5)]
+
+
+def test_a_backfills_batches_share_their_transactions_index_segments(tmp_path, monkeypatch):
+    """The batches of one transaction open no savepoints: FTS5 writes its pending terms out as a new segment when a
+    savepoint is released, to be merged and merged again."""
+    from cxsync.agent.ingest import Batch
+    from cxsync.cache.store import Cache
+    from tests.bench.history import generate
+
+    generate(tmp_path / "claude", 3000, seed=3)
+    monkeypatch.setattr(Batch, "EVENTS", 100)  # thirty batches
+    monkeypatch.setattr(Cache, "optimize_index", lambda self, added=None: False)
+    real = Cache.transaction
+    segments = []
+    for name, nested in (("as-is", False), ("savepoints", True)):
+        if nested:  # the same import with a savepoint per batch
+            monkeypatch.setattr(Cache, "transaction", lambda self, **kw: real(self))
+        cache = open_cache(tmp_path / f"{name}.db")
+        with cache.conn:  # every segment written stays one (no automatic merging)
+            cache.conn.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('automerge', 0)")
+            cache.conn.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('crisismerge', 2000)")
+        Ingestor(cache, IDENT, [tmp_path / "claude"]).import_all(readers=0)
+        assert cache.counts()["messages"] == 3000
+        segments.append(cache.conn.execute("SELECT count(DISTINCT segid) FROM messages_fts_idx").fetchone()[0])
+    assert segments[0] < segments[1] * 2 / 3, segments
