@@ -23,7 +23,7 @@ import threading
 import traceback
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 from cxsync.agent.discovery import TranscriptFile
 from cxsync.sync import events as ev
@@ -89,7 +89,7 @@ def _read(tf: TranscriptFile, committed: int
             if _transform is not None:
                 e = _transform(e)
             payloads[e.event_id] = ev.seal(ev.serialize(e), dictionary)
-            light.append(_light(e))
+            light.append(_light(e, _lookup.records))
             if e.type == ev.MESSAGE_INDEXED:
                 idents[e.event_id] = fts.idents(str(e.data.get("content") or ""))
         slices.append(Slice(light, sl.fstate, sl.end, sl.deleted))
@@ -97,17 +97,22 @@ def _read(tf: TranscriptFile, committed: int
     return tf, slices, payloads, idents, stats
 
 
-def _light(e: ev.ContextEvent) -> ev.ContextEvent:
+def _light(e: ev.ContextEvent, held: Mapping[str, tuple[str, str | None]]) -> ev.ContextEvent:
     """What ``apply`` reads of an event whose payload is sealed already: a message without its verbatim lines, a
-    record without its line but with the session the line names (``origin``, what apply would read of it)."""
+    record without its line but with the session the line names (``origin``, what apply would read of it).
+    ``held``: the lookup's records, (session, origin) by key, where the origins were read from the lines already
+    when the event was produced."""
     from cxsync.cache.apply import origin_of_raw
+
+    def origin(r: Mapping[str, Any]) -> str | None:
+        return held[r["key"]][1] if r.get("key") in held else origin_of_raw(r.get("raw"))
 
     data = e.data
     if e.type == ev.MESSAGE_INDEXED and "records" in data:
         data = {k: v for k, v in data.items() if k != "records"}
     elif e.type == ev.RECORDS_CAPTURED and isinstance(data.get("records"), list):
         data = {**data, "records": [
-            {**{k: v for k, v in r.items() if k != "raw"}, "origin": origin_of_raw(r.get("raw"))}
+            {**{k: v for k, v in r.items() if k != "raw"}, "origin": origin(r)}
             if isinstance(r, dict) and "raw" in r else r for r in data["records"]]}
     else:
         return e
