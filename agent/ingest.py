@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Iterator
 from cxsync.agent import transcript as tx
 from cxsync.agent.discovery import ScanProblems, TranscriptFile, classify, discover, projects_dir
 from cxsync.agent.tailer import FileState, tail
-from cxsync.cache import Cache
+from cxsync.cache import Cache, fts
 from cxsync.cache.apply import message_origin, origin_of_raw, owner_rank
 from cxsync.sync import events as ev
 
@@ -532,8 +532,12 @@ class Ingestor:
         # the keys of a batch land on pages all over their indexes (a page per key, at a million messages).
         group = contextlib.ExitStack()
         sealing = self.cache.dictionary() is not None  # the readers seal with the dictionary once it is committed
+
+        def begin() -> None:  # new messages are indexed in rowid order, before the transaction commits
+            group.enter_context(fts.deferred(group.enter_context(self.cache.transaction(flat=True))))
+
         with group:
-            group.enter_context(self.cache.transaction(flat=True))
+            begin()
             pending = 0
             for i, (tf, slices, payloads, idents, stats) in enumerate(reading, 1):
                 total.add(stats)
@@ -551,7 +555,7 @@ class Ingestor:
                     if pending >= COMMIT_EVENTS or i == len(files) or trained:
                         group.close()  # commit: what the readers produced so far is in the cache
                         reading.committed()
-                        group.enter_context(self.cache.transaction(flat=True))
+                        begin()
                         pending = 0
             sink.flush()
 

@@ -9,10 +9,11 @@ there is one, else by decoding the stored event).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import weakref
-from typing import Any, Iterator, Mapping, Sequence, cast
+from typing import Any, Iterable, Iterator, Mapping, Sequence, cast
 
 import apsw
 
@@ -78,6 +79,77 @@ class pending_texts:
 
     def __exit__(self, *exc: object) -> None:
         _pending.texts = self.saved
+
+
+_INSERT = "INSERT INTO messages_fts(rowid, content, idents) VALUES (?,?,?)"
+DEFERRED_BYTES = 12 << 20  # text held back before it is indexed (a backfill's transaction: ``deferred``)
+
+
+class _Held:
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, str, str]] = []
+        self.ids: set[int] = set()
+        self.size = 0
+        self.suspended = 0
+
+
+_held: dict[int, _Held] = {}  # by id() of a connection inside ``deferred``
+
+
+def index(conn: apsw.Connection, rows: list[tuple[int, str, str]]) -> None:
+    """Index new messages: ``(rowid, text, identifier parts)``, now, or held back within ``deferred``."""
+    held = _held.get(id(conn))
+    if held is None or held.suspended:
+        conn.executemany(_INSERT, rows)
+        return
+    held.rows += rows
+    held.ids.update(r[0] for r in rows)
+    held.size += sum(len(r[1]) for r in rows)
+    if held.size >= DEFERRED_BYTES:
+        _flush(conn, held)
+
+
+def _flush(conn: apsw.Connection, held: _Held) -> None:
+    if held.rows:
+        held.rows.sort(key=lambda r: r[0])
+        conn.executemany(_INSERT, held.rows)
+    held.rows, held.ids, held.size = [], set(), 0
+
+
+@contextlib.contextmanager
+def deferred(conn: apsw.Connection) -> Iterator[None]:
+    """``with deferred(conn):`` inside a transaction, new messages are indexed in rowid order, a dozen megabytes of
+    text at a time, and all of them before the block ends (so before the transaction commits).
+
+    FTS5 writes its pending terms out as a new segment whenever the rowids it is given stop ascending, and each
+    of a backfill's batches starts over at older ids (every file spans its own weeks): a segment every few
+    thousand messages, merged and merged again. Ascending, the terms stay pending until the buffer is full.
+    An exception leaves what is held unwritten: the transaction it was part of is rolled back."""
+    if id(conn) in _held:
+        raise RuntimeError("the index is deferred already on this connection")
+    held = _held[id(conn)] = _Held()
+    try:
+        yield
+        _flush(conn, held)
+    finally:
+        del _held[id(conn)]
+
+
+@contextlib.contextmanager
+def immediate(conn: apsw.Connection, rowids: Iterable[int]) -> Iterator[None]:
+    """Within ``deferred``, around writes that change the messages of ``rowids`` (their triggers delete what the
+    index holds of them): those held back are indexed first, and the block's new messages at once."""
+    held = _held.get(id(conn))
+    if held is None:
+        yield
+        return
+    if not held.ids.isdisjoint(rowids):
+        _flush(conn, held)
+    held.suspended += 1
+    try:
+        yield
+    finally:
+        held.suspended -= 1
 
 
 def stored_text(conn: apsw.Connection, event_id: str) -> str:

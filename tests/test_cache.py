@@ -73,9 +73,10 @@ def test_a_newer_schema_is_refused_with_a_clear_error(tmp_path: Path) -> None:
 def test_apply_is_idempotent_and_the_counter_exact(tmp_path: Path) -> None:
     c = open_cache(tmp_path / "c.db", route=lambda e: ["u/bob"])
     events = [_msg(i) for i in range(5)]
-    first = c.apply(events)
+    first = c.apply(events + events[:2])  # a second copy in the same batch is a replay too
     again = c.apply(events, "remote")
-    assert (first.applied, first.outboxed, again.applied, again.skipped) == (5, 5, 0, 5)
+    assert (first.applied, first.skipped, first.outboxed, again.applied, again.skipped) == (5, 2, 5, 0, 5)
+    assert c.conn.execute("SELECT seq FROM events ORDER BY seq").fetchall() == [(i,) for i in range(1, 6)]
     (n,) = c.conn.execute("SELECT count(*) FROM messages").fetchone()
     assert n == c.counts()["messages"] == 5
     assert c.outbox_counts()["pending"] == 5  # remote replays add nothing to the outbox
@@ -92,6 +93,20 @@ def test_a_grown_message_replaces_the_older_version_in_any_order(tmp_path: Path)
         assert c.conn.execute("SELECT cx_text(event_id), parts FROM messages").fetchall() == [("text 1 and more", 2)]
         assert [h.key for h in c.search("more")] == ["u:1"] and c.counts()["messages"] == 1
         c.close()
+
+
+def test_a_message_that_grows_while_its_index_row_is_held_back_is_indexed_once_as_it_is_now(tmp_path: Path) -> None:
+    """In a backfill's transaction the index rows of new messages wait for its end (``fts.deferred``); a later
+    version of one of them replaces what is held, not what the index holds already."""
+    small = _msg(1, content="first words", parts=1)
+    big = ev.message_indexed(ID, {**small.data, "content": "second words", "hash": "hh", "parts": 2})
+    c = open_cache(tmp_path / "c.db")
+    with c.transaction(flat=True) as conn, fts.deferred(conn):
+        c.apply([small, _msg(2, content="other words")])
+        c.apply([big])
+    assert [h.key for h in c.search("second")] == ["u:1"]
+    assert c.search("first") == [] and sorted(h.key for h in c.search("words")) == ["u:1", "u:2"]
+    c.close()
 
 
 def test_cache_files_are_private(tmp_path: Path) -> None:

@@ -361,26 +361,58 @@ def test_a_large_backfill_leaves_the_index_in_one_segment(tmp_path, monkeypatch)
     assert [h.key for h in merged.search("the", limit=5)] == [h.key for h in plain.search("the", limit=5)]
 
 
-def test_a_backfills_batches_share_their_transactions_index_segments(tmp_path, monkeypatch):
-    """The batches of one transaction open no savepoints: FTS5 writes its pending terms out as a new segment when a
-    savepoint is released, to be merged and merged again."""
+def test_a_backfill_indexes_each_transactions_messages_in_rowid_order(tmp_path, monkeypatch):
+    """FTS5 writes its pending terms out as a new segment, to be merged and merged again, whenever the rowids it is
+    given stop ascending (and at every savepoint): each batch of a backfill starts over at older ids, so the new
+    messages of a transaction are indexed in rowid order when it ends."""
+    import contextlib
+
     from cxsync.agent.ingest import Batch
+    from cxsync.cache import fts
     from cxsync.cache.store import Cache
     from tests.bench.history import generate
 
     generate(tmp_path / "claude", 3000, seed=3)
     monkeypatch.setattr(Batch, "EVENTS", 100)  # thirty batches
     monkeypatch.setattr(Cache, "optimize_index", lambda self, added=None: False)
-    real = Cache.transaction
     segments = []
-    for name, nested in (("as-is", False), ("savepoints", True)):
-        if nested:  # the same import with a savepoint per batch
-            monkeypatch.setattr(Cache, "transaction", lambda self, **kw: real(self))
+    for name in ("as-is", "in batch order"):
+        if name == "in batch order":
+            monkeypatch.setattr(fts, "deferred", lambda conn: contextlib.nullcontext())
         cache = open_cache(tmp_path / f"{name}.db")
         with cache.conn:  # every segment written stays one (no automatic merging)
             cache.conn.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('automerge', 0)")
             cache.conn.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('crisismerge', 2000)")
         Ingestor(cache, IDENT, [tmp_path / "claude"]).import_all(readers=0)
         assert cache.counts()["messages"] == 3000
+        cache.conn.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('integrity-check', 0)")
         segments.append(cache.conn.execute("SELECT count(DISTINCT segid) FROM messages_fts_idx").fetchone()[0])
-    assert segments[0] < segments[1] * 2 / 3, segments
+    assert segments[0] < segments[1] / 4, segments
+    assert [h.key for h in cache.search("the", limit=10)] == [h.key for h in open_cache(
+        tmp_path / "as-is.db").search("the", limit=10)]
+
+
+def test_a_backfills_batches_open_no_savepoints(tmp_path, monkeypatch):
+    """Inside a backfill's transaction a batch's writes open no savepoint of their own: SQLite would copy every
+    page they change into a sub-journal, to undo the batch alone, which a resumable import never needs."""
+    import apsw
+
+    from cxsync.agent.ingest import Batch
+    from cxsync.cache.store import Cache
+    from tests.bench.history import generate
+
+    generate(tmp_path / "claude", 1000, seed=3)
+    monkeypatch.setattr(Batch, "EVENTS", 100)
+    real = Cache.transaction
+    counts = []
+    for name in ("as-is", "nested"):
+        if name == "nested":
+            monkeypatch.setattr(Cache, "transaction", lambda self, **kw: real(self))
+        cache = open_cache(tmp_path / f"{name}.db")
+        savepoints = []
+        cache.conn.trace_v2(apsw.SQLITE_TRACE_STMT, lambda t: savepoints.append(1)
+                            if str(t.get("sql", "")).lstrip().upper().startswith("SAVEPOINT") else None)
+        Ingestor(cache, IDENT, [tmp_path / "claude"]).import_all(readers=0)
+        assert cache.counts()["messages"] == 1000
+        counts.append(len(savepoints))
+    assert counts[0] == 0 and counts[1] >= 5, counts
