@@ -401,15 +401,28 @@ def apply_in_tx(conn: apsw.Connection, events: Iterable[ev.ContextEvent], origin
     """Apply inside an open transaction.  ``payloads`` may carry already-encoded events (a pull has them), and
     ``idents`` the identifier parts of messages' texts (``fts.idents``; a backfill's reader has them).
 
-    Set-wise, because a backfill applies thousands of events at a time: the events are inserted with
-    ``executemany``, which returns the sequence numbers of those not stored already (the rest are skipped); then
-    the messages new to the table, with time-ordered ids in ascending order, and their index rows, then, one by one and in order, the rarer cases (a message that grew, session and record
-    events), and finally the outbox rows.
+    Set-wise, because a backfill applies thousands of events at a time: the events already stored are found in
+    one query per 900 ids and skipped (an upsert returning what it stored took twice as long, measured); the rest
+    are written with ``executemany`` — the events with explicit sequence numbers, the messages new to the table
+    with time-ordered ids in ascending order and their index rows, then, one by one and in order, the rarer cases
+    (a message that grew, session and record events), and finally the outbox rows.
     """
     res = ApplyResult()
     now = now_iso()
     agg = _SessionAgg()
     events = list(events)
+    known = _existing(conn, "SELECT event_id FROM events WHERE event_id IN (%s)", [e.event_id for e in events])
+    fresh: list[ev.ContextEvent] = []
+    for e in events:
+        if e.event_id in known:
+            res.skipped += 1
+            continue
+        known.add(e.event_id)
+        fresh.append(e)
+    if not fresh:
+        return res
+    base = scalar(conn, "SELECT coalesce(max(seq), 0) FROM events")
+    seqs = {e.event_id: base + i for i, e in enumerate(fresh, 1)}
     payloads = payloads or {}
     # Events made here are sealed with the cache's dictionary; what came with bytes (a pull) keeps them.
     dictionary = compress.active(conn) if origin == "local" else None
@@ -422,23 +435,9 @@ def apply_in_tx(conn: apsw.Connection, events: Iterable[ev.ContextEvent], origin
             return ev.seal(ev.serialize(e), dictionary)
         return ev.encode(e)
 
-    # Stored in order with the next sequence numbers; an event held already (a replay, our own coming back from
-    # the log, a second copy in this batch) is not, and is skipped from here on.
-    stored = dict(conn.executemany(
-        "INSERT INTO events(event_id, type, origin, payload, received_at) VALUES (?,?,?,?,?)"
-        " ON CONFLICT(event_id) DO NOTHING RETURNING event_id, seq",
-        [(e.event_id, e.type, origin, payload(e), now) for e in events]))
-    seqs: dict[str, int] = {}
-    fresh: list[ev.ContextEvent] = []
-    for e in events:
-        seq = stored.pop(e.event_id, None)  # a second copy of an event in this batch finds it taken
-        if seq is None:
-            res.skipped += 1
-            continue
-        seqs[e.event_id] = seq
-        fresh.append(e)
-    if not fresh:
-        return res
+    conn.executemany(
+        "INSERT INTO events(seq, event_id, type, origin, payload, received_at) VALUES (?,?,?,?,?,?)",
+        [(seqs[e.event_id], e.event_id, e.type, origin, payload(e), now) for e in fresh])
     res.applied = len(fresh)
     res.event_ids = [e.event_id for e in fresh]
 
