@@ -35,8 +35,9 @@ SESSION_IDLE_END = 30 * 60  # a session whose file has been quiet this long is a
 OPEN_FILES = 256  # files whose last message is kept in memory
 # A large backfill's writer probes the keys of every table it fills (a million each at a million messages): a
 # larger page cache than the usual 32 MB keeps more of them in memory, as much as keeps the import's whole
-# process tree under 300 MB with the transactions below (48 MB: 288 MB at a million messages).
-IMPORT_PAGE_CACHE = 48 << 20
+# process tree under 300 MB with the transactions below and the index rows held back for their ends (40 MB:
+# 281 MB at a million messages; 48 MB with 12 MB of text held back: 307 MB).
+IMPORT_PAGE_CACHE = 40 << 20
 # Events a backfill writes per transaction (in batches of Batch.EVENTS). Each commit writes the pages it dirtied
 # all over the indexes keyed by random ids once more: at a million messages 50,000 took 139-145 s, 20,000 took
 # 149-157 s and 8,000 155 s; the readers hold what is not committed, which bounds it (100,000: 351 MB).
