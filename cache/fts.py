@@ -120,8 +120,8 @@ def _flush(conn: apsw.Connection, held: _Held) -> None:
 
 @contextlib.contextmanager
 def deferred(conn: apsw.Connection) -> Iterator[None]:
-    """``with deferred(conn):`` inside a transaction, new messages are indexed in rowid order, a dozen megabytes of
-    text at a time, and all of them before the block ends (so before the transaction commits).
+    """``with deferred(conn):`` inside a transaction, new messages are indexed in rowid order, ``DEFERRED_BYTES``
+    of text at a time, and all of them before the block ends (so before the transaction commits).
 
     FTS5 writes its pending terms out as a new segment whenever the rowids it is given stop ascending, and each
     of a backfill's batches starts over at older ids (every file spans its own weeks): a segment every few
