@@ -60,7 +60,7 @@ def _init(cache_path: str, identity: tuple[str, str, str], roots: list[str], tra
     gc.disable()  # as in no_cycle_collector: a reader lives for one backfill
     if hasattr(os, "nice"):
         # The writer is the import's one sequential part: when the cores are short, it runs and the readers
-        # wait (measured at a million messages: 128 s, against 141-150 s with the readers at its priority).
+        # wait (measured at a million messages: 128-135 s, against 141-152 s with the readers at its priority).
         os.nice(READER_NICENESS)
     _transform = transform
     from cxsync.agent.ingest import BackfillLookup, Ingestor

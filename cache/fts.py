@@ -84,7 +84,7 @@ class pending_texts:
 _INSERT = "INSERT INTO messages_fts(rowid, content, idents) VALUES (?,?,?)"
 # Characters of text held back before they are indexed (in a backfill's transaction: ``deferred``). At a million
 # messages the index took 16-25 s instead of 43, but what is held counts in the import's 300 MB (see ingest).
-DEFERRED_BYTES = 6 << 20
+DEFERRED_CHARS = 6 << 20
 
 
 class _Held:
@@ -107,7 +107,7 @@ def index(conn: apsw.Connection, rows: list[tuple[int, str, str]]) -> None:
     held.rows += rows
     held.ids.update(r[0] for r in rows)
     held.size += sum(len(r[1]) for r in rows)
-    if held.size >= DEFERRED_BYTES:
+    if held.size >= DEFERRED_CHARS:
         _flush(conn, held)
 
 
@@ -120,7 +120,7 @@ def _flush(conn: apsw.Connection, held: _Held) -> None:
 
 @contextlib.contextmanager
 def deferred(conn: apsw.Connection) -> Iterator[None]:
-    """``with deferred(conn):`` inside a transaction, new messages are indexed in rowid order, ``DEFERRED_BYTES``
+    """``with deferred(conn):`` inside a transaction, new messages are indexed in rowid order, ``DEFERRED_CHARS``
     of text at a time, and all of them before the block ends (so before the transaction commits).
 
     FTS5 writes its pending terms out as a new segment whenever the rowids it is given stop ascending, and each
