@@ -458,7 +458,8 @@ def apply_in_tx(conn: apsw.Connection, events: Iterable[ev.ContextEvent], origin
         texts = {e.event_id: str(e.data.get("content") or "") for e in messages}
         _insert_new(conn, _new_rows(conn, new), texts, idents or {})
         res.messages = len(new)
-        changing = _existing(conn, "SELECT id FROM messages WHERE key IN (%s)", [e.data["key"] for e in later])
+        changing = (_existing(conn, "SELECT id FROM messages WHERE key IN (%s)", [e.data["key"] for e in later])
+                    if later and fts.holding(conn) else set())
         with fts.pending_texts(texts), fts.immediate(conn, changing):  # their update triggers read the index
             for e in later:
                 res.messages += int(_apply_message(conn, e, seqs[e.event_id], agg))

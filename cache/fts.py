@@ -137,6 +137,11 @@ def deferred(conn: apsw.Connection) -> Iterator[None]:
         del _held[id(conn)]
 
 
+def holding(conn: apsw.Connection) -> bool:
+    """Whether new messages' index rows are held back on ``conn`` (inside ``deferred``)."""
+    return id(conn) in _held
+
+
 @contextlib.contextmanager
 def immediate(conn: apsw.Connection, rowids: Iterable[int]) -> Iterator[None]:
     """Within ``deferred``, around writes that change the messages of ``rowids`` (their triggers delete what the
