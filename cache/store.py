@@ -222,8 +222,8 @@ class Cache(_search.Queries):
         batches: each nests inside it, in a savepoint of its own).
 
         ``flat``: the writes inside open no savepoints, and one that fails fails the whole transaction. A backfill
-        wants that: FTS5 writes its pending terms out whenever a savepoint is released, so each batch would become
-        an index segment, merged and merged again (a tenth of a million-message import, measured)."""
+        wants that: for a savepoint SQLite copies every page the writes inside change into a sub-journal, to undo
+        them alone, and FTS5 writes its pending terms out as a new segment whenever one is released."""
         with self._write():
             was, self._flat = self._flat, flat
             try:
