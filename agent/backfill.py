@@ -144,7 +144,7 @@ def _serve(conn: Connection, lifeline: Connection, cache_path: str, identity: tu
     threading.Thread(target=_die_with_parent, args=(lifeline,), name="lifeline", daemon=True).start()
     _init(cache_path, identity, roots, transform)
     # Replies wait pickled: a file's events as bytes take a fraction of the memory they take as objects.
-    replies: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+    replies: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
 
     def send() -> None:
         while (reply := replies.get()) is not None:
