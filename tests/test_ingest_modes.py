@@ -91,3 +91,23 @@ def test_a_quiet_session_is_announced_ended_once(cache: Any, claude_home: Path, 
     ended = cache.conn.execute("SELECT count(*) FROM events WHERE type=?", (ev.SESSION_ENDED,)).fetchone()[0]
     read()
     assert cache.conn.execute("SELECT count(*) FROM events WHERE type=?", (ev.SESSION_ENDED,)).fetchone()[0] == ended == 1
+
+
+def _exploding(event: Any) -> Any:  # at the top level: a reader process imports it by name
+    raise ValueError("boom in the reader")
+
+
+def test_a_reader_that_fails_stops_the_import_with_its_traceback_and_writes_nothing(tmp_path: Path,
+                                                                                     claude_home: Path) -> None:
+    from cxsync.agent.backfill import ReaderFailed
+
+    T.write(T.session_file(claude_home, SID), [T.user(SID, "a prompt"), *T.assistant_lines(SID, [T.text("answer")])])
+    cache = open_cache(tmp_path / "cache.db", transform=_exploding)
+    with pytest.raises(ReaderFailed, match="boom in the reader"):
+        Ingestor(cache, IDENT, [claude_home]).import_all(readers=1)
+    assert cache.counts()["messages"] == 0
+    cache.close()
+    cache = open_cache(tmp_path / "cache.db")  # the same import without the failing step goes through
+    Ingestor(cache, IDENT, [claude_home]).import_all(readers=1)
+    assert cache.counts()["messages"] == 2
+    cache.close()
