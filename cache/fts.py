@@ -90,7 +90,6 @@ DEFERRED_CHARS = 6 << 20
 class _Held:
     def __init__(self) -> None:
         self.rows: list[tuple[int, str, str]] = []
-        self.ids: set[int] = set()
         self.size = 0
         self.suspended = 0
 
@@ -105,7 +104,6 @@ def index(conn: apsw.Connection, rows: list[tuple[int, str, str]]) -> None:
         conn.executemany(_INSERT, rows)
         return
     held.rows += rows
-    held.ids.update(r[0] for r in rows)
     held.size += sum(len(r[1]) for r in rows)
     if held.size >= DEFERRED_CHARS:
         _flush(conn, held)
@@ -115,7 +113,7 @@ def _flush(conn: apsw.Connection, held: _Held) -> None:
     if held.rows:
         held.rows.sort(key=lambda r: r[0])
         conn.executemany(_INSERT, held.rows)
-    held.rows, held.ids, held.size = [], set(), 0
+    held.rows, held.size = [], 0
 
 
 @contextlib.contextmanager
@@ -150,7 +148,8 @@ def immediate(conn: apsw.Connection, rowids: Iterable[int]) -> Iterator[None]:
     if held is None:
         yield
         return
-    if not held.ids.isdisjoint(rowids):
+    changing = set(rowids)
+    if changing and any(r[0] in changing for r in held.rows):
         _flush(conn, held)
     held.suspended += 1
     try:
