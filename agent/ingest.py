@@ -535,7 +535,9 @@ class Ingestor:
         sealing = self.cache.dictionary() is not None  # the readers seal with the dictionary once it is committed
 
         def begin() -> None:  # new messages are indexed in rowid order, before the transaction commits
-            group.enter_context(fts.deferred(group.enter_context(self.cache.transaction(flat=True))))
+            conn = group.enter_context(self.cache.transaction(flat=True))
+            group.enter_context(fts.unmerged(conn))  # import_all merges the index once, at the end
+            group.enter_context(fts.deferred(conn))
 
         with group:
             begin()

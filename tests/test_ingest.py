@@ -392,6 +392,75 @@ def test_a_backfill_indexes_each_transactions_messages_in_rowid_order(tmp_path, 
         tmp_path / "as-is.db").search("the", limit=10)]
 
 
+def _segments(cache) -> int:
+    return int(cache.conn.execute("SELECT count(DISTINCT segid) FROM messages_fts_idx").fetchone()[0])
+
+
+def _merge_settings(cache) -> dict[str, int]:
+    return dict(cache.conn.execute("SELECT k, v FROM messages_fts_config WHERE k IN ('automerge', 'crisismerge')"))
+
+
+def test_a_backfill_merges_no_index_segments_while_it_writes_and_leaves_fts5s_settings_as_they_were(
+        tmp_path, monkeypatch):
+    """FTS5 merges four segments of a level into one of the next as the index is written, so a backfill's index was
+    rewritten at every level it climbed, then merged whole at the end: it now merges nothing until the end."""
+    import contextlib
+
+    from cxsync.agent import ingest
+    from cxsync.agent.ingest import Batch
+    from cxsync.cache import fts
+    from cxsync.cache.store import Cache
+    from tests.bench.history import generate
+
+    generate(tmp_path / "claude", 3000, seed=3)
+    monkeypatch.setattr(Batch, "EVENTS", 100)
+    monkeypatch.setattr(ingest, "COMMIT_EVENTS", 500)  # several transactions: settings set back between them
+    monkeypatch.setattr(Cache, "optimize_index", lambda self, added=None: False)
+    segments, settings = [], []
+    for name in ("as-is", "merging"):
+        if name == "merging":
+            monkeypatch.setattr(fts, "unmerged", lambda conn: contextlib.nullcontext())
+        cache = open_cache(tmp_path / f"{name}.db")
+        with cache.conn:  # a buffer of pending terms as small, here, as the 16 MB one is to a million messages
+            cache.conn.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('hashsize', 65536)")
+        Ingestor(cache, IDENT, [tmp_path / "claude"]).import_all(readers=0)
+        assert cache.counts()["messages"] == 3000
+        cache.conn.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('integrity-check', 0)")
+        segments.append(_segments(cache))
+        settings.append(_merge_settings(cache))
+    assert segments[0] > fts.FTS5_CRISISMERGE and segments[0] > 3 * segments[1], segments
+    assert settings[0] == {"automerge": fts.FTS5_AUTOMERGE, "crisismerge": fts.FTS5_CRISISMERGE}, settings
+    assert [h.key for h in cache.search("the", limit=10)] == [h.key for h in open_cache(
+        tmp_path / "as-is.db").search("the", limit=10)]
+
+
+def test_an_import_that_adds_less_than_a_tenth_merges_its_segments_as_fts5_would_have(tmp_path, monkeypatch):
+    """Only an import that adds a tenth of the cache or more merges the whole index into one segment; a smaller one
+    merges what it wrote (unmerged while it wrote) the way FTS5's automatic merging would have."""
+    from cxsync.cache import fts
+    from cxsync.cache.store import Cache
+    from tests.bench.history import generate
+
+    generate(tmp_path / "first", 3000, seed=3)
+    generate(tmp_path / "later", 250, seed=4)
+    segments = []
+    for name in ("as-is", "left as written"):
+        if name == "left as written":
+            monkeypatch.setattr(Cache, "_merge_index", lambda self: None)
+        cache = open_cache(tmp_path / f"{name}.db")
+        Ingestor(cache, IDENT, [tmp_path / "first"]).import_all(readers=0)
+        assert _segments(cache) == 1
+        with cache.conn:
+            cache.conn.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('hashsize', 16384)")
+        Ingestor(cache, IDENT, [tmp_path / "later"]).import_all(readers=0)
+        assert cache.counts()["messages"] == 3250
+        cache.conn.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('integrity-check', 0)")
+        segments.append(_segments(cache))
+    assert segments[1] > 2 * fts.FTS5_AUTOMERGE and segments[0] < segments[1] / 2, segments
+    assert [h.key for h in cache.search("the", limit=10)] == [h.key for h in open_cache(
+        tmp_path / "as-is.db").search("the", limit=10)]
+
+
 def test_a_backfills_batches_open_no_savepoints(tmp_path, monkeypatch):
     """Inside a backfill's transaction a batch's writes open no savepoint of their own: SQLite would copy every
     page they change into a sub-journal, to undo the batch alone, which a resumable import never needs."""
