@@ -94,7 +94,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--page-cache", type=int, help="the importer's page cache, MB")
     ap.add_argument("--wal-autocheckpoint", type=int, help="pages after which a commit checkpoints")
-    ap.add_argument("--no-optimize", action="store_true", help="no FTS5 optimize at the end")
+    ap.add_argument("--no-optimize", action="store_true", help="no FTS5 optimize (nor merge) at the end")
     args = ap.parse_args()
     from tests.bench.bench_import import _history
 
