@@ -200,6 +200,10 @@ def test_an_import_killed_midway_resumes_with_nothing_lost_or_doubled(tmp_path: 
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert 0 < held() < gen["messages"]
+    c = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    merging = dict(c.execute("SELECT k, v FROM messages_fts_config WHERE k IN ('automerge', 'crisismerge')"))
+    c.close()
+    assert merging in ({}, {"automerge": 4, "crisismerge": 16})  # FTS5's own: what a backfill turns off never commits
     assert subprocess.run(cmd, env=env, capture_output=True, timeout=300).returncode == 0
     c = open_cache(db, readonly=True)
     n, distinct, indexed = c.conn.execute(
