@@ -341,23 +341,26 @@ def test_a_backfill_lookup_forgets_what_is_committed_and_the_cache_answers_for_i
     assert second <= set(lookup.held) and "s-two" in lookup.sessions  # not committed: still held
 
 
+def _segments(cache) -> int:
+    return int(cache.conn.execute("SELECT count(DISTINCT segid) FROM messages_fts_idx").fetchone()[0])
+
+
 def test_a_large_backfill_leaves_the_index_in_one_segment(tmp_path, monkeypatch):
     """Each batch of a backfill writes its own index segment, searched separately: the import merges them."""
     from cxsync.cache.store import Cache
     from tests.bench.history import generate
 
     generate(tmp_path / "claude", 3000, seed=3)
-    segments = "SELECT count(DISTINCT segid) FROM messages_fts_idx"
     plain, merged = open_cache(tmp_path / "plain.db"), open_cache(tmp_path / "merged.db")
     for c in (plain, merged):  # a buffer of pending terms as small, here, as the 32 MB one is to a million messages
         with c.conn:
             c.conn.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('hashsize', 65536)")
     monkeypatch.setattr(Cache, "optimize_index", lambda self, added=None: False)
     Ingestor(plain, IDENT, [tmp_path / "claude"]).import_all(readers=0)
-    assert plain.conn.execute(segments).fetchone()[0] > 1
+    assert _segments(plain) > 1
     monkeypatch.undo()
     Ingestor(merged, IDENT, [tmp_path / "claude"]).import_all(readers=0)
-    assert merged.conn.execute(segments).fetchone()[0] == 1
+    assert _segments(merged) == 1
     assert [h.key for h in merged.search("the", limit=5)] == [h.key for h in plain.search("the", limit=5)]
 
 
@@ -386,14 +389,10 @@ def test_a_backfill_indexes_each_transactions_messages_in_rowid_order(tmp_path, 
         Ingestor(cache, IDENT, [tmp_path / "claude"]).import_all(readers=0)
         assert cache.counts()["messages"] == 3000
         cache.conn.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('integrity-check', 0)")
-        segments.append(cache.conn.execute("SELECT count(DISTINCT segid) FROM messages_fts_idx").fetchone()[0])
+        segments.append(_segments(cache))
     assert segments[0] < segments[1] / 4, segments
     assert [h.key for h in cache.search("the", limit=10)] == [h.key for h in open_cache(
         tmp_path / "as-is.db").search("the", limit=10)]
-
-
-def _segments(cache) -> int:
-    return int(cache.conn.execute("SELECT count(DISTINCT segid) FROM messages_fts_idx").fetchone()[0])
 
 
 def _merge_settings(cache) -> dict[str, int]:
