@@ -25,7 +25,7 @@ from cxsync.agent import transcript as tx
 from cxsync.agent.discovery import ScanProblems, TranscriptFile, classify, discover, projects_dir
 from cxsync.agent.tailer import FileState, tail
 from cxsync.cache import Cache, fts
-from cxsync.cache.apply import message_origin, origin_of_raw, owner_rank
+from cxsync.cache.apply import message_origin, origin_of_raw, owner_rank, records_deferred
 from cxsync.sync import events as ev
 
 log = logging.getLogger("cxsync.ingest")
@@ -538,6 +538,7 @@ class Ingestor:
             conn = group.enter_context(self.cache.transaction(flat=True))
             group.enter_context(fts.unmerged(conn))  # import_all merges the index once, at the end
             group.enter_context(fts.deferred(conn))
+            group.enter_context(records_deferred(conn))  # records written in key order, before the commit
 
         with group:
             begin()

@@ -7,8 +7,10 @@ the same rows and a replay of anything is a no-op.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence, cast
+from operator import itemgetter
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, cast
 
 import apsw
 import orjson
@@ -297,37 +299,100 @@ def _apply_session_ended(conn: apsw.Connection, e: ev.ContextEvent, seq: int, ag
                  {"sid": d["session"], "at": d.get("ended_at"), "n": d.get("message_count")})
 
 
+# A record row as ``_write_records`` takes it: (key, event seq, session, type, line, origin), where the origin is the
+# session the record's line names, or the record itself when that is still to be read from its line (only a
+# copy of a record held already needs it).
+_RecordRow = tuple[str, int, str, Any, Any, Any]
+DEFERRED_RECORDS = 50_000  # rows held by ``records_deferred`` before they are written (a few MB)
+
+
+class _Records:
+    def __init__(self) -> None:
+        self.rows: list[_RecordRow] = []
+        self.titles: list[tuple[int, str, list[Mapping[str, Any]]]] = []  # (seq, session, titled records)
+
+
+_deferred: dict[int, _Records] = {}  # by id() of a connection inside ``records_deferred``
+
+
+@contextlib.contextmanager
+def records_deferred(conn: apsw.Connection) -> Iterator[None]:
+    """``with records_deferred(conn):`` inside a transaction, the records of RecordsCaptured events are written in
+    key order, ``DEFERRED_RECORDS`` at a time and all of them before the block ends (so before the transaction
+    commits).
+
+    Record keys are uuids: written as they come, each lands on a page of its own in the 130 MB ``records`` tree
+    of a million messages, which the page cache has evicted since, so every row cost a page read and a page
+    write. In key order, each page is read and written once per pass. An exception leaves what is held
+    unwritten: the transaction it was part of is rolled back."""
+    if id(conn) in _deferred:
+        raise RuntimeError("records are deferred already on this connection")
+    held = _deferred[id(conn)] = _Records()
+    try:
+        yield
+        _write_records(conn, held)
+    finally:
+        del _deferred[id(conn)]
+
+
 def _apply_records(conn: apsw.Connection, e: ev.ContextEvent, seq: int, agg: _SessionAgg) -> None:
     sid = e.data["session"]
     _ensure_session(conn, e, sid, e.data.get("root_session"))
+    held = _deferred.get(id(conn))
+    batch = held if held is not None else _Records()
     records = e.data.get("records", [])
-    before = conn.total_changes()
-    conn.executemany("INSERT OR IGNORE INTO records(key, session_id, type, line, event_seq) VALUES (?,?,?,?,?)",
-                     [(r["key"], sid, r.get("type"), r.get("line"), seq) for r in records])
-    held: dict[str, tuple[int, str]] = {}
-    if conn.total_changes() - before < len(records):  # some were held already (rows of this event have its seq)
-        held = {k: (o, osid) for k, o, osid in conn.execute(
-            "SELECT key, event_seq, session_id FROM records WHERE event_seq != ? AND key IN (%s)"
-            % ",".join("?" * len(records)), [seq, *(r["key"] for r in records)])}
-    for r in records:  # copies of records held already: kept by the session that owns them
-        if r["key"] in held:
-            oseq, osid = held[r["key"]]
-            origin = r["origin"] if "origin" in r else origin_of_raw(r.get("raw"))  # see backfill._light
-            if osid != sid and owner_rank(sid, origin) < owner_rank(osid, _stored_record_origin(conn, oseq, r["key"])):
-                conn.execute("UPDATE records SET session_id = ?, type = ?, line = ?, event_seq = ? WHERE key = ?",
-                             (sid, r.get("type"), r.get("line"), seq, r["key"]))
+    # A backfill's reader has read each record's origin already (backfill._light); a record with its line keeps it.
+    batch.rows.extend((r["key"], seq, sid, r.get("type"), r.get("line"), r["origin"] if "origin" in r else r)
+                      for r in records)
     titled = [r for r in records if r.get("title") and int(r.get("title_rank") or 0)]
-    if not titled or conn.total_changes() == before:
-        return
-    for r in titled:
-        target = sid
-        leaf = r.get("leaf_uuid")
-        if leaf:  # a summary names the conversation its leaf belongs to, possibly another file's
-            hit = conn.execute("SELECT session_id FROM messages WHERE key=?", ("u:" + leaf,)).fetchone()
-            if hit:
-                target = hit[0]
-        conn.execute("UPDATE sessions SET title = :t, title_rank = :r WHERE session_id = :sid"
-                     " AND title_rank <= :r", {"t": r["title"], "r": int(r["title_rank"]), "sid": target})
+    if titled:
+        batch.titles.append((seq, sid, titled))
+    if held is None or len(held.rows) >= DEFERRED_RECORDS:
+        _write_records(conn, batch)
+
+
+def _write_records(conn: apsw.Connection, batch: _Records) -> None:
+    """Store the records of some RecordsCaptured events (``batch``, in event order) as applying each event in turn
+    would: a key held already (by an earlier event, or a copy in another file) stays with the session that owns
+    it (``owner_rank``); an event that stored or moved none of its records sets no session title."""
+    rows, titles = batch.rows, batch.titles
+    batch.rows, batch.titles = [], []
+    before = conn.total_changes()
+    # Sorted by key, then event: of the copies in the batch, the earliest event's is inserted, as in event order.
+    conn.executemany("INSERT OR IGNORE INTO records(key, session_id, type, line, event_seq) VALUES (?,?,?,?,?)",
+                     [(k, sid, t, line, seq) for k, seq, sid, t, line, _ in sorted(rows, key=itemgetter(0, 1))])
+    changed: set[int] | None = None  # events that stored or moved a record; None: every event (nothing was held)
+    if conn.total_changes() - before < len(rows):
+        held: dict[str, tuple[int, str]] = {}
+        keys = list({r[0] for r in rows})
+        for i in range(0, len(keys), 900):
+            chunk = keys[i:i + 900]
+            held.update((k, (oseq, osid)) for k, oseq, osid in conn.execute(
+                "SELECT key, event_seq, session_id FROM records WHERE key IN (%s)" % ",".join("?" * len(chunk)),
+                chunk))
+        copies = [r for r in rows if held[r[0]][0] != r[1]]  # what the batch's own events did not store
+        changed = {r[1] for r in rows if held[r[0]][0] == r[1]}
+        for key, seq, sid, rtype, line, origin in copies:  # in event order: kept by the session that owns them
+            oseq, osid = held[key]
+            if isinstance(origin, dict):
+                origin = origin_of_raw(origin.get("raw"))
+            if osid != sid and owner_rank(sid, origin) < owner_rank(osid, _stored_record_origin(conn, oseq, key)):
+                conn.execute("UPDATE records SET session_id = ?, type = ?, line = ?, event_seq = ? WHERE key = ?",
+                             (sid, rtype, line, seq, key))
+                held[key] = (seq, sid)
+                changed.add(seq)
+    for seq, sid, titled in titles:
+        if changed is not None and seq not in changed:
+            continue
+        for r in titled:
+            target = sid
+            leaf = r.get("leaf_uuid")
+            if leaf:  # a summary names the conversation its leaf belongs to, possibly another file's
+                hit = conn.execute("SELECT session_id FROM messages WHERE key=?", ("u:" + leaf,)).fetchone()
+                if hit:
+                    target = hit[0]
+            conn.execute("UPDATE sessions SET title = :t, title_rank = :r WHERE session_id = :sid"
+                         " AND title_rank <= :r", {"t": r["title"], "r": int(r["title_rank"]), "sid": target})
 
 
 def _stored_record_origin(conn: apsw.Connection, seq: int, key: str) -> str | None:

@@ -122,3 +122,33 @@ def test_two_machines_that_read_in_opposite_orders_agree_once_synced(tmp_path: P
     assert _snapshot(a)["counts"] == {S1: 5, S2: 3, S3: 2}
     a.close()
     b.close()
+
+
+@pytest.mark.parametrize("how", ["one event at a time", "one backfill transaction"])
+def test_a_copy_that_stores_none_of_its_records_leaves_its_sessions_title_alone(tmp_path: Path, how: str) -> None:
+    """A title record copied into a resumed file is held by the session that owns it: the copy's event stores
+    nothing, and sets no title either (whether applied alone or among a backfill's events)."""
+    from cxsync.cache import apply
+
+    ident = ev.Identity("acme", "bob", "laptop")
+    line = '{"type":"custom-title","customTitle":"the original","sessionId":"%s","uuid":"t-1"}' % S1
+    title = {"key": "r:t-1", "type": "custom-title", "line": 1, "raw": line, "title_rank": 4,
+             "title": "the original"}
+    own = ev.records_captured(ident, S1, [title])
+    copy = ev.records_captured(ident, S2, [dict(title, line=7)])
+    other = ev.records_captured(ident, S2, [{"key": "r:o-1", "type": "summary", "line": 8,
+                                             "raw": '{"type":"summary","sessionId":"%s"}' % S2}])
+    cache = open_cache(tmp_path / "c.db")
+    if how == "one event at a time":
+        for e in (own, copy, other):
+            cache.apply([e])
+    else:
+        with cache.transaction(flat=True) as conn, apply.records_deferred(conn):
+            for e in (own, copy, other):
+                apply.apply_in_tx(conn, [e], "local", None)
+            assert conn.execute("SELECT count(*) FROM records").fetchone()[0] == 0  # held until the block ends
+    titles = dict(cache.conn.execute("SELECT session_id, title FROM sessions").fetchall())
+    records = cache.conn.execute("SELECT key, session_id, line FROM records ORDER BY key").fetchall()
+    cache.close()
+    assert titles == {S1: "the original", S2: None}
+    assert records == [("r:o-1", S2, 8), ("r:t-1", S1, 1)]

@@ -484,3 +484,37 @@ def test_a_backfills_batches_open_no_savepoints(tmp_path, monkeypatch):
         assert cache.counts()["messages"] == 1000
         counts.append(len(savepoints))
     assert counts[0] == 0 and counts[1] >= 5, counts
+
+
+def test_a_backfill_writes_each_transactions_records_in_key_order(tmp_path, monkeypatch):
+    """Record keys are uuids: written as they come, each lands on a page of its own in a large ``records`` tree,
+    read and written again for that one row. A backfill writes a transaction's records in key order when it ends,
+    ``DEFERRED_RECORDS`` at a time, and stores the same rows as writing them one event at a time."""
+    from cxsync.agent.ingest import Batch
+    from cxsync.cache import apply
+    from tests.bench.history import generate
+
+    generate(tmp_path / "claude", 2000, seed=5)
+    monkeypatch.setattr(Batch, "EVENTS", 100)  # many batches, one transaction
+    runs, stored = [], []
+    for name, held in (("one pass", apply.DEFERRED_RECORDS), ("passes of 300", 300)):
+        monkeypatch.setattr(apply, "DEFERRED_RECORDS", held)
+        cache = open_cache(tmp_path / f"{name}.db")
+        written: list[str] = []
+
+        def trace(cursor, sql, bindings, written=written):
+            if sql.startswith("INSERT OR IGNORE INTO records"):
+                written.append(bindings[0])
+            return True
+
+        cache.conn.set_exec_trace(trace)
+        Ingestor(cache, IDENT, [tmp_path / "claude"]).import_all(readers=0)
+        cache.conn.set_exec_trace(None)
+        rows = cache.conn.execute("SELECT key, session_id, type, line FROM records ORDER BY key").fetchall()
+        assert len(written) == len(rows) > 1000
+        runs.append(1 + sum(a > b for a, b in zip(written, written[1:])))  # ascending runs of keys
+        stored.append(rows)
+        cache.close()
+    assert runs[0] == 1, runs  # the whole import is one transaction: one pass
+    assert len(stored[0]) / 500 <= runs[1] <= len(stored[0]) / 300 + 1, runs  # no pass holds much more than 300
+    assert stored[0] == stored[1]
