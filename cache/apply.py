@@ -8,6 +8,7 @@ the same rows and a replay of anything is a no-op.
 from __future__ import annotations
 
 import contextlib
+import sys
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, cast
@@ -303,7 +304,7 @@ def _apply_session_ended(conn: apsw.Connection, e: ev.ContextEvent, seq: int, ag
 # session the record's line names, or the record itself when that is still to be read from its line (only a
 # copy of a record held already needs it).
 _RecordRow = tuple[str, int, str, Any, Any, Any]
-DEFERRED_RECORDS = 50_000  # rows held by ``records_deferred`` before they are written (a few MB)
+DEFERRED_RECORDS = 25_000  # rows held by ``records_deferred`` before they are written (about 6 MB)
 
 
 class _Records:
@@ -342,13 +343,18 @@ def _apply_records(conn: apsw.Connection, e: ev.ContextEvent, seq: int, agg: _Se
     batch = held if held is not None else _Records()
     records = e.data.get("records", [])
     # A backfill's reader has read each record's origin already (backfill._light); a record with its line keeps it.
-    batch.rows.extend((r["key"], seq, sid, r.get("type"), r.get("line"), r["origin"] if "origin" in r else r)
-                      for r in records)
+    batch.rows.extend((r["key"], seq, sid, _interned(r.get("type")), r.get("line"),
+                       r["origin"] if "origin" in r else r) for r in records)
     titled = [r for r in records if r.get("title") and int(r.get("title_rank") or 0)]
     if titled:
         batch.titles.append((seq, sid, titled))
     if held is None or len(held.rows) >= DEFERRED_RECORDS:
         _write_records(conn, batch)
+
+
+def _interned(rtype: Any) -> Any:
+    # A few types among thousands of held rows: one string each, not one per row.
+    return sys.intern(rtype) if type(rtype) is str else rtype
 
 
 def _write_records(conn: apsw.Connection, batch: _Records) -> None:
@@ -360,7 +366,7 @@ def _write_records(conn: apsw.Connection, batch: _Records) -> None:
     before = conn.total_changes()
     # Sorted by key, then event: of the copies in the batch, the earliest event's is inserted, as in event order.
     conn.executemany("INSERT OR IGNORE INTO records(key, session_id, type, line, event_seq) VALUES (?,?,?,?,?)",
-                     [(k, sid, t, line, seq) for k, seq, sid, t, line, _ in sorted(rows, key=itemgetter(0, 1))])
+                     ((k, sid, t, line, seq) for k, seq, sid, t, line, _ in sorted(rows, key=itemgetter(0, 1))))
     changed: set[int] | None = None  # events that stored or moved a record; None: every event (nothing was held)
     if conn.total_changes() - before < len(rows):
         held: dict[str, tuple[int, str]] = {}
