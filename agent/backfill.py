@@ -118,11 +118,15 @@ def _light(e: ev.ContextEvent, held: Mapping[str, tuple[str, str | None]]) -> ev
 
     data = e.data
     if e.type == ev.MESSAGE_INDEXED and "records" in data:
-        data = {k: v for k, v in data.items() if k != "records"}
+        data = ev.without(data, "records")
     elif e.type == ev.RECORDS_CAPTURED and isinstance(data.get("records"), list):
-        data = {**data, "records": [
-            {**{k: v for k, v in r.items() if k != "raw"}, "origin": origin(r)}
-            if isinstance(r, dict) and "raw" in r else r for r in data["records"]]}
+        records = []
+        for r in data["records"]:
+            if isinstance(r, dict) and "raw" in r:
+                r, o = ev.without(r, "raw"), origin(r)
+                r["origin"] = o
+            records.append(r)
+        data = {**data, "records": records}
     else:
         return e
     return ev.ContextEvent(e.type, e.event_id, e.tenant, e.user, e.machine, e.timestamp, data)

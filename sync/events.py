@@ -176,6 +176,13 @@ class ContextEvent:
         return s if isinstance(s, str) else None
 
 
+def without(d: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """``d`` less ``key`` (which it holds), in its order."""
+    out = dict(d)  # a copy, then one key less: a tenth of the time of a comprehension that skips it
+    del out[key]
+    return out
+
+
 def serialize(event: ContextEvent) -> bytes:
     """Version 2: zstd( orjson(envelope) [ "\n" verbatim-line ]* ).  Verbatim transcript lines (the strings of a
     MessageIndexed's ``records``, the ``raw`` of a RecordsCaptured's records — JSON text already) travel after
@@ -190,9 +197,9 @@ def serialize(event: ContextEvent) -> bytes:
             raws, marker, kept = records, "R", None
         elif all(isinstance(r, dict) and isinstance(r.get("raw"), str) for r in records):
             raws, marker = [r["raw"] for r in records], "RR"
-            kept = [{k: v for k, v in r.items() if k != "raw"} for r in records]
+            kept = [without(r, "raw") for r in records]
         if raws is not None and not any("\n" in r for r in raws):
-            data = {k: v for k, v in data.items() if k != "records"}
+            data = without(data, "records")
             data[marker] = len(raws)
             if kept is not None:
                 data["records"] = kept
