@@ -324,8 +324,9 @@ def records_deferred(conn: apsw.Connection) -> Iterator[None]:
 
     Record keys are uuids: written as they come, each lands on a page of its own in the 130 MB ``records`` tree
     of a million messages, which the page cache has evicted since, so every row cost a page read and a page
-    write. In key order, each page is read and written once per pass. An exception leaves what is held
-    unwritten: the transaction it was part of is rolled back."""
+    write. In key order, each page is read and written once per pass. The titles the records set are written then
+    too, so a summary finds its leaf among all the messages the transaction wrote before. An exception leaves
+    what is held unwritten: the transaction it was part of is rolled back."""
     if id(conn) in _deferred:
         raise RuntimeError("records are deferred already on this connection")
     held = _deferred[id(conn)] = _Records()
@@ -368,7 +369,7 @@ def _write_records(conn: apsw.Connection, batch: _Records) -> None:
     conn.executemany("INSERT OR IGNORE INTO records(key, session_id, type, line, event_seq) VALUES (?,?,?,?,?)",
                      ((k, sid, t, line, seq) for k, seq, sid, t, line, _ in sorted(rows, key=itemgetter(0, 1))))
     changed: set[int] | None = None  # events that stored or moved a record; None: every event (nothing was held)
-    if conn.total_changes() - before < len(rows):
+    if conn.total_changes() - before < len(rows):  # some keys were held: who holds each, one query per 900
         held: dict[str, tuple[int, str]] = {}
         keys = list({r[0] for r in rows})
         for i in range(0, len(keys), 900):
