@@ -59,7 +59,8 @@ def no_cycle_collector() -> Iterator[None]:
         gc.collect()
 
 
-def _init(cache_path: str, identity: tuple[str, str, str], roots: list[str], transform: Any) -> None:
+def _init(cache_path: str, identity: tuple[str, str, str], roots: list[str], transform: Any,
+          expected: int | None) -> None:
     global _reader, _lookup, _transform
     gc.disable()  # as in no_cycle_collector: a reader lives for one backfill
     if hasattr(os, "nice"):
@@ -74,7 +75,7 @@ def _init(cache_path: str, identity: tuple[str, str, str], roots: list[str], tra
     # Its look-ups are single keys, most of them new: a small page cache does, and each reader's memory counts.
     cache.conn.execute(f"PRAGMA cache_size={-READER_PAGE_CACHE >> 10}")
     _reader = Ingestor(cache, ev.Identity(*identity), [Path(r) for r in roots])
-    _lookup = BackfillLookup(cache)
+    _lookup = BackfillLookup(cache, expected=expected)
 
 
 def _read(tf: TranscriptFile, committed: int
@@ -141,12 +142,12 @@ def _die_with_parent(lifeline: Connection) -> None:
 
 
 def _serve(conn: Connection, lifeline: Connection, cache_path: str, identity: tuple[str, str, str],
-           roots: list[str], transform: Any) -> None:
+           roots: list[str], transform: Any, expected: int | None) -> None:
     """A reader process: read each file it is sent, send back what it produced, in order.  A thread sends, so
     that reading goes on while the importer is busy writing (and not receiving): as many files ahead as it
     asked for."""
     threading.Thread(target=_die_with_parent, args=(lifeline,), name="lifeline", daemon=True).start()
-    _init(cache_path, identity, roots, transform)
+    _init(cache_path, identity, roots, transform, expected)
     # Replies wait pickled: a file's events as bytes take a fraction of the memory they take as objects.
     replies: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
 
@@ -219,14 +220,17 @@ def _size(tf: TranscriptFile) -> int:
 class _Reader:
     """One reader process, with the files it is to read and how far the writer has got with them."""
 
-    def __init__(self, context: Any, ingestor: Any, files: list[TranscriptFile]) -> None:
+    def __init__(self, context: Any, ingestor: Any, files: list[TranscriptFile], fresh: bool) -> None:
+        from cxsync.agent.ingest import expected_keys
+
         ident = ingestor.identity
         self.conn, child_conn = context.Pipe(duplex=True)
         life_read, self.life_write = context.Pipe(duplex=False)
         self.proc = context.Process(
             target=_serve, name="cxsync-import-reader", daemon=True,
             args=(child_conn, life_read, str(ingestor.cache.path), (ident.tenant, ident.user, ident.machine),
-                  [str(r) for r in ingestor.roots], ingestor.cache.transform))
+                  [str(r) for r in ingestor.roots], ingestor.cache.transform,
+                  expected_keys(files) if fresh else None))
         self.proc.start()
         child_conn.close()  # the child has its own copies: ours would keep its end of file from ever coming
         life_read.close()
@@ -270,10 +274,11 @@ class Reading:
     cache, so the readers can forget it.  Files come from whichever reader has one ready (each reader's in
     order)."""
 
-    def __init__(self, ingestor: Any, files: list[TranscriptFile], readers: int) -> None:
+    def __init__(self, ingestor: Any, files: list[TranscriptFile], readers: int, fresh: bool = False) -> None:
         self.ingestor = ingestor
         self.files = files
         self.readers = readers
+        self.fresh = fresh  # the cache held no transcripts: see ingest.BackfillLookup
         self._readers: list[_Reader] = []
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
@@ -281,7 +286,7 @@ class Reading:
         parts = [p for p in partition(self.files, self.readers) if p]
         try:
             for ix in parts:
-                self._readers.append(_Reader(context, self.ingestor, [self.files[i] for i in ix]))
+                self._readers.append(_Reader(context, self.ingestor, [self.files[i] for i in ix], self.fresh))
             for r in self._readers:
                 for _ in range(IN_FLIGHT):
                     r.send_next()

@@ -327,6 +327,12 @@ class Cache(_search.Queries):
         return out
 
     @_locked
+    def holds_transcripts(self) -> bool:
+        """Whether any session, message or record is stored."""
+        return bool(scalar(self.conn, "SELECT EXISTS (SELECT 1 FROM sessions) OR EXISTS (SELECT 1 FROM messages)"
+                                      " OR EXISTS (SELECT 1 FROM records)"))
+
+    @_locked
     def known_sessions(self, ids: Iterable[str]) -> set[str]:
         ids = list(ids)
         if not ids:

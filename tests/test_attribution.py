@@ -152,3 +152,29 @@ def test_a_copy_that_stores_none_of_its_records_leaves_its_sessions_title_alone(
     cache.close()
     assert titles == {S1: "the original", S2: None}
     assert records == [("r:o-1", S2, 8), ("r:t-1", S1, 1)]
+
+
+@pytest.mark.parametrize("readers", [0, 2])
+def test_a_backfill_into_an_empty_cache_finds_copies_without_asking_it_about_new_keys(
+        tmp_path: Path, claude_home: Path, monkeypatch: pytest.MonkeyPatch, readers: int) -> None:
+    """Into an empty cache a reader looks up only the keys it produced before (ingest.BackfillLookup): a resumed
+    file's copies are still found, also once what they copy is committed and forgotten by the reader, and the
+    same events are stored as when every key is looked up."""
+    from cxsync.agent import ingest
+    from cxsync.cache.store import Cache
+
+    _files(claude_home, rewrite_ids=False)
+    for i in range(60):  # read between S2 and S3 (files are read in path order): commits come between them
+        s = f"1f{i:06d}-0000-4000-8000-000000000000"
+        T.write(T.session_file(claude_home, s), [T.user(s, f"filler {i}"), *T.assistant_lines(s, [T.text("ok")])])
+    monkeypatch.setattr(ingest, "COMMIT_EVENTS", 1)  # a commit at every flush, every 20 files
+    got = []
+    for asks in (False, True):
+        if asks:  # as if the cache had held something: every key is looked up
+            monkeypatch.setattr(Cache, "holds_transcripts", lambda self: True)
+        cache = open_cache(tmp_path / f"asks-{asks}.db", route=lambda e: ev.route(e, ["u/bob"]))
+        Ingestor(cache, ev.Identity("acme", "bob", "live"), [claude_home]).import_all(readers=readers)
+        got.append((sorted(e.event_id for e in _events(cache)), _snapshot(cache)))
+        cache.close()
+    assert got[0] == got[1]
+    assert {k: v for k, v in got[0][1]["counts"].items() if k in (S1, S2, S3)} == {S1: 5, S2: 3, S3: 2}

@@ -518,3 +518,40 @@ def test_a_backfill_writes_each_transactions_records_in_key_order(tmp_path, monk
     assert runs[0] == 1, runs  # the whole import is one transaction: one pass
     assert len(stored[0]) / 500 <= runs[1] <= len(stored[0]) / 300 + 1, runs  # no pass holds much more than 300
     assert stored[0] == stored[1]
+
+
+def test_a_backfill_into_an_empty_cache_asks_it_only_about_keys_it_produced(tmp_path, monkeypatch):
+    """Into an empty cache, whatever the cache holds a reader produced: the keys it never produced (almost all of
+    them, in a first import) are not looked up. Into a cache that held a transcript already, every key is."""
+    from cxsync.cache.store import Cache
+    from tests.bench.history import generate
+
+    generate(tmp_path / "claude", 2000, seed=4)
+    asked: list[str] = []
+
+    def counted(real):
+        def ask(self, keys):
+            keys = list(keys)
+            asked.extend(keys)
+            return real(self, keys)
+        return ask
+
+    for name in ("known_messages", "record_owners"):
+        monkeypatch.setattr(Cache, name, counted(getattr(Cache, name)))
+    counts = {}
+    for name in ("empty", "held a transcript"):
+        asked.clear()
+        cache = open_cache(tmp_path / f"{name}.db")
+        if name == "held a transcript":
+            other = tmp_path / "other"
+            T.write(T.session_file(other, "s-before"), [T.user("s-before", "an earlier session")])
+            Ingestor(cache, IDENT, [other]).import_all(readers=0)
+            asked.clear()
+        Ingestor(cache, IDENT, [tmp_path / "claude"]).import_all(readers=0)
+        keys = cache.conn.execute("SELECT (SELECT count(*) FROM messages) + (SELECT count(*) FROM records)"
+                                  ).fetchone()[0]
+        counts[name] = (len(asked), keys)
+        cache.close()
+    (empty, keys), (held, keys_held) = counts["empty"], counts["held a transcript"]
+    assert keys > 2000 and held >= keys_held - 2, counts  # every key asked about, but the earlier session's
+    assert empty <= keys / 10, counts  # the filter's false positives only
