@@ -583,6 +583,7 @@ class Ingestor:
                     trained = not sealing and self.cache.dictionary() is not None
                     sealing = sealing or trained
                     if pending >= COMMIT_EVENTS or i == len(files) or trained:
+                        reading.ahead()  # the readers read on while this one commits
                         group.close()  # commit: what the readers produced so far is in the cache
                         reading.committed()
                         begin()
@@ -605,6 +606,9 @@ class _ReadHere:
             slices = list(self.ingestor.produce(tf, stats, self.lookup))
             self.lookup.next_file()
             yield tf, slices, {}, {}, stats
+
+    def ahead(self) -> None:
+        """Nothing to read ahead: the files are read here, one by one."""
 
     def committed(self) -> None:
         self.lookup.forget(self.lookup.file)

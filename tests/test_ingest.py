@@ -555,3 +555,27 @@ def test_a_backfill_into_an_empty_cache_asks_it_only_about_keys_it_produced(tmp_
     (empty, keys), (held, keys_held) = counts["empty"], counts["held a transcript"]
     assert keys > 2000 and held >= keys_held - 2, counts  # every key asked about, but the earlier session's
     assert empty <= keys / 10, counts  # the filter's false positives only
+
+
+def test_readers_are_sent_more_files_while_the_importer_commits(tmp_path, monkeypatch):
+    """The importer receives nothing while it commits, and readers that have read all the files they were sent
+    wait: before each commit they are sent ``COMMIT_AHEAD`` more, taken back from the files sent after it."""
+    from cxsync.agent import backfill, ingest
+
+    n = T.history(tmp_path / "claude", "c0mm17ed", sessions=80, messages=1)
+    monkeypatch.setattr(ingest, "COMMIT_EVENTS", 1)  # a commit every 20 files
+    monkeypatch.setattr(backfill, "IN_FLIGHT", 2)
+    monkeypatch.setattr(backfill, "COMMIT_AHEAD", 3)
+    ahead: list[int] = []
+    real = backfill._Reader.send_next
+
+    def send_next(self):
+        real(self)
+        ahead.append(self.sent - self.received)  # files sent and not yet received back
+
+    monkeypatch.setattr(backfill._Reader, "send_next", send_next)
+    cache = open_cache(tmp_path / "c.db")
+    stats = Ingestor(cache, IDENT, [tmp_path / "claude"]).import_all(readers=2)
+    assert stats.files == 80 and cache.counts()["messages"] == n
+    assert max(ahead) == 2 + 3 and ahead.count(5) >= 2, ahead  # at the three commits before the last
+    cache.close()
