@@ -34,7 +34,7 @@ from cxsync.sync import events as ev
 # 281 MB, 32 took 113 s and 297 MB).
 IN_FLIGHT = 16
 # Files each reader is sent beyond those while the importer commits (it receives nothing meanwhile, and the readers
-# ran dry: at a million messages their CPU fell by half for a second at each commit), taken back from the
+# ran dry: at a million messages their CPU fell by half or more for a second at each commit), taken back from the
 # files sent after it.
 COMMIT_AHEAD = 16
 MIN_BYTES = 32 << 20  # below this a second process costs more to start than it saves

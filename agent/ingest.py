@@ -186,7 +186,9 @@ class BackfillLookup(Lookup):
         return list(keys) if seen is None else [k for k in keys if k in seen]
 
     def session_known(self, session: str) -> bool:
-        return session in self.sessions or bool(self._stored(["s:" + session])) and super().session_known(session)
+        if session in self.sessions:
+            return True
+        return bool(self._stored(["s:" + session])) and super().session_known(session)
 
     def messages(self, keys: Iterable[str]) -> dict[str, Known]:
         keys = list(keys)
