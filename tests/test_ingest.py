@@ -489,7 +489,7 @@ def test_a_backfills_batches_open_no_savepoints(tmp_path, monkeypatch):
 def test_a_backfill_writes_each_transactions_records_in_key_order(tmp_path, monkeypatch):
     """Record keys are uuids: written as they come, each lands on a page of its own in a large ``records`` tree,
     read and written again for that one row. A backfill writes a transaction's records in key order when it ends,
-    ``DEFERRED_RECORDS`` at a time, and stores the same rows as writing them one event at a time."""
+    ``DEFERRED_RECORDS`` at a time, and stores the same rows whatever that is."""
     from cxsync.agent.ingest import Batch
     from cxsync.cache import apply
     from tests.bench.history import generate
