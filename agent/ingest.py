@@ -546,7 +546,7 @@ class Ingestor:
         sink = Batch(self)
         with self.cache.page_cache(IMPORT_PAGE_CACHE if readers else None), backfill.no_cycle_collector():
             self._import(files, readers, fresh, sink, total, progress)
-            self.cache.optimize_index(added=total.messages)
+            self.cache.finish_merging()
         # The WAL grew while the reader processes held snapshots: give its space back now.
         self.cache.checkpoint()
         return total
@@ -564,7 +564,7 @@ class Ingestor:
 
         def begin() -> None:  # new messages are indexed in rowid order, before the transaction commits
             conn = group.enter_context(self.cache.transaction(flat=True))
-            group.enter_context(fts.unmerged(conn))  # import_all merges the index once, at the end
+            group.enter_context(fts.tiered(conn))  # merged sixteen segments at a time; import_all finishes it
             group.enter_context(fts.deferred(conn))
             group.enter_context(records_deferred(conn))  # records written in key order, before the commit
 

@@ -16,7 +16,7 @@ import orjson
 
 from cxsync.cache.apply import ApplyResult, Router, apply_in_tx, apply_pulled_in_tx, retry_undecodable_in_tx
 from cxsync.cache.db import connect, now_iso, require_schema, scalar
-from cxsync.cache import compress
+from cxsync.cache import compress, fts
 from cxsync.cache import search as _search
 from cxsync.sync import events as ev
 from cxsync.sync.port import LogEntry
@@ -269,27 +269,14 @@ class Cache(_search.Queries):
         finally:
             self.conn.execute(f"PRAGMA cache_size={int(before)}")
 
-    def optimize_index(self, *, added: int | None = None) -> bool:
-        """Merge the full-text index into one segment (FTS5 ``optimize``); with ``added`` (at the end of a
-        backfill, which merges nothing while it writes: ``fts.unmerged``), only when that many messages are a
-        tenth of the cache or more, and otherwise merge as FTS5's automatic merging would have. A backfill leaves
-        a segment every few thousand messages, each searched separately: one is quicker to search, and merging
-        them costs 5-6 s at a million messages. True when it optimized."""
-        if added is not None and (added <= 0 or added * 10 < self._total()):
-            self._merge_index()
-            return False
-        with self._write():
-            self.conn.execute("INSERT INTO messages_fts(messages_fts) VALUES('optimize')")
-        return True
-
-    def _merge_index(self) -> None:
-        """FTS5's incremental ``merge``, as much as there is to do: a level with four segments or more becomes one
-        of the next level (what automatic merging does as the index is written), a few MB in each transaction."""
+    def finish_merging(self) -> None:
+        """At a backfill's end (``fts.tiered``), finish the merge of sixteen segments automatic merging started and
+        any other it would start: FTS5's incremental ``merge`` with ``usermerge`` at ``fts.BACKFILL_MERGE``, a few
+        MB in each transaction, as long as it finds work. A level of fewer segments is left as it is (merging it
+        would rewrite the larger segments above it again: FTS5 merges a level whole)."""
         while True:
             with self._write():
-                before = self.conn.total_changes()
-                self.conn.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES('merge', 500)")
-                if self.conn.total_changes() - before < 2:  # FTS5's sign that there was nothing to merge
+                if not fts.merge(self.conn, fts.BACKFILL_MERGE, pages=500):
                     return
 
     def checkpoint(self) -> None:

@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+import apsw
 import pytest
 
 from cxsync.agent.ingest import Ingestor
@@ -345,25 +346,6 @@ def _segments(cache) -> int:
     return int(cache.conn.execute("SELECT count(DISTINCT segid) FROM messages_fts_idx").fetchone()[0])
 
 
-def test_a_large_backfill_leaves_the_index_in_one_segment(tmp_path, monkeypatch):
-    """Each batch of a backfill writes its own index segment, searched separately: the import merges them."""
-    from cxsync.cache.store import Cache
-    from tests.bench.history import generate
-
-    generate(tmp_path / "claude", 3000, seed=3)
-    plain, merged = open_cache(tmp_path / "plain.db"), open_cache(tmp_path / "merged.db")
-    for c in (plain, merged):  # a buffer of pending terms as small, here, as the 32 MB one is to a million messages
-        with c.conn:
-            c.conn.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('hashsize', 65536)")
-    monkeypatch.setattr(Cache, "optimize_index", lambda self, added=None: False)
-    Ingestor(plain, IDENT, [tmp_path / "claude"]).import_all(readers=0)
-    assert _segments(plain) > 1
-    monkeypatch.undo()
-    Ingestor(merged, IDENT, [tmp_path / "claude"]).import_all(readers=0)
-    assert _segments(merged) == 1
-    assert [h.key for h in merged.search("the", limit=5)] == [h.key for h in plain.search("the", limit=5)]
-
-
 def test_a_backfill_indexes_each_transactions_messages_in_rowid_order(tmp_path, monkeypatch):
     """FTS5 writes its pending terms out as a new segment, to be merged and merged again, whenever the rowids it is
     given stop ascending (and at every savepoint): each batch of a backfill starts over at older ids, so the new
@@ -377,15 +359,13 @@ def test_a_backfill_indexes_each_transactions_messages_in_rowid_order(tmp_path, 
 
     generate(tmp_path / "claude", 3000, seed=3)
     monkeypatch.setattr(Batch, "EVENTS", 100)  # thirty batches
-    monkeypatch.setattr(Cache, "optimize_index", lambda self, added=None: False)
+    monkeypatch.setattr(fts, "tiered", _merging_as(0, 2000))  # every segment written stays one
+    monkeypatch.setattr(Cache, "finish_merging", lambda self: None)
     segments = []
     for name in ("as-is", "in batch order"):
         if name == "in batch order":
             monkeypatch.setattr(fts, "deferred", lambda conn: contextlib.nullcontext())
         cache = open_cache(tmp_path / f"{name}.db")
-        with cache.conn:  # every segment written stays one (no automatic merging)
-            cache.conn.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('automerge', 0)")
-            cache.conn.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('crisismerge', 2000)")
         Ingestor(cache, IDENT, [tmp_path / "claude"]).import_all(readers=0)
         assert cache.counts()["messages"] == 3000
         cache.conn.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('integrity-check', 0)")
@@ -399,12 +379,28 @@ def _merge_settings(cache) -> dict[str, int]:
     return dict(cache.conn.execute("SELECT k, v FROM messages_fts_config WHERE k IN ('automerge', 'crisismerge')"))
 
 
-def test_a_backfill_merges_no_index_segments_while_it_writes_and_leaves_fts5s_settings_as_they_were(
-        tmp_path, monkeypatch):
-    """FTS5 merges four segments of a level into one of the next as the index is written, so a backfill's index was
-    rewritten at every level it climbed, then merged whole at the end: it now merges nothing until the end."""
+def _merging_as(automerge: int, crisismerge: int):
+    """A stand-in for ``fts.tiered`` that merges as told (and, like it, sets FTS5's settings back)."""
     import contextlib
 
+    from cxsync.cache import fts
+
+    tiered = fts.tiered
+
+    @contextlib.contextmanager
+    def merging(conn):
+        with tiered(conn):
+            fts._merging(conn, automerge, crisismerge)
+            yield
+
+    return merging
+
+
+def test_a_backfill_merges_its_index_sixteen_segments_at_a_time_and_leaves_fts5s_settings_as_they_were(
+        tmp_path, monkeypatch):
+    """Each merge rewrites what it merges: FTS5's own four segments at a time rewrite a backfill's index at every
+    fourfold growth, merging nothing leaves every segment to be searched separately. Sixteen at a time rewrites it
+    once up to 256 segments and leaves a few."""
     from cxsync.agent import ingest
     from cxsync.agent.ingest import Batch
     from cxsync.cache import fts
@@ -414,50 +410,97 @@ def test_a_backfill_merges_no_index_segments_while_it_writes_and_leaves_fts5s_se
     generate(tmp_path / "claude", 3000, seed=3)
     monkeypatch.setattr(Batch, "EVENTS", 100)
     monkeypatch.setattr(ingest, "COMMIT_EVENTS", 500)  # several transactions: settings set back between them
-    monkeypatch.setattr(Cache, "optimize_index", lambda self, added=None: False)
-    segments, settings = [], []
-    for name in ("as-is", "merging"):
-        if name == "merging":
-            monkeypatch.setattr(fts, "unmerged", lambda conn: contextlib.nullcontext())
+    pages, segments, settings, found = {}, {}, {}, {}
+    for name in ("as-is", "FTS5's four", "unmerged"):
+        if name != "as-is":
+            monkeypatch.setattr(fts, "tiered", _merging_as(4, 16) if name == "FTS5's four" else _merging_as(0, 2000))
+        if name == "unmerged":
+            monkeypatch.setattr(Cache, "finish_merging", lambda self: None)
         cache = open_cache(tmp_path / f"{name}.db")
-        with cache.conn:  # a buffer of pending terms as small, here, as the 16 MB one is to a million messages
-            cache.conn.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('hashsize', 65536)")
+        with cache.conn:  # segments as small, here, as those of a million messages are to the whole
+            cache.conn.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('hashsize', 131072)")
+        written = [0]
+
+        def hook(op, db, table, rowid, written=written):
+            written[0] += table == "messages_fts_data" and op == apsw.SQLITE_INSERT
+
+        cache.conn.set_update_hook(hook)
         Ingestor(cache, IDENT, [tmp_path / "claude"]).import_all(readers=0)
+        cache.conn.set_update_hook(None)
         assert cache.counts()["messages"] == 3000
         cache.conn.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('integrity-check', 0)")
-        segments.append(_segments(cache))
-        settings.append(_merge_settings(cache))
-    assert segments[0] > fts.FTS5_CRISISMERGE and segments[0] > 3 * segments[1], segments
-    assert settings[0] == {"automerge": fts.FTS5_AUTOMERGE, "crisismerge": fts.FTS5_CRISISMERGE}, settings
-    assert [h.key for h in cache.search("the", limit=10)] == [h.key for h in open_cache(
-        tmp_path / "as-is.db").search("the", limit=10)]
+        pages[name], segments[name], settings[name] = written[0], _segments(cache), _merge_settings(cache)
+        found[name] = [h.key for h in cache.search("the", limit=10)]
+    assert segments["unmerged"] > 4 * fts.BACKFILL_MERGE, segments  # the index is flushed often enough to merge
+    assert segments["as-is"] < segments["unmerged"] / 4, segments
+    # What merging rewrote, in index pages (about 140 segments of some 10 pages each here: merged, 19 left, and
+    # FTS5's four left 11 but rewrote two and a half times as much)
+    rewritten = {name: n - pages["unmerged"] for name, n in pages.items()}
+    assert rewritten["as-is"] < pages["unmerged"] and rewritten["as-is"] < rewritten["FTS5's four"] / 2, pages
+    assert settings["as-is"] == {"automerge": fts.FTS5_AUTOMERGE, "crisismerge": fts.FTS5_CRISISMERGE}, settings
+    assert found["as-is"] == found["FTS5's four"] == found["unmerged"]
 
 
-def test_an_import_that_adds_less_than_a_tenth_merges_its_segments_as_fts5_would_have(tmp_path, monkeypatch):
-    """Only an import that adds a tenth of the cache or more merges the whole index into one segment; a smaller one
-    merges what it wrote (unmerged while it wrote) the way FTS5's automatic merging would have."""
+def test_a_later_import_leaves_the_segments_an_earlier_one_merged(tmp_path, monkeypatch):
+    """FTS5 merges a level whole: a small import that merged four segments at a time, as FTS5's own merging (or
+    its ``merge`` command) would, would rewrite the large segments an earlier import left, to add a few messages."""
     from cxsync.cache import fts
-    from cxsync.cache.store import Cache
     from tests.bench.history import generate
 
     generate(tmp_path / "first", 3000, seed=3)
     generate(tmp_path / "later", 250, seed=4)
-    segments = []
-    for name in ("as-is", "left as written"):
-        if name == "left as written":
-            monkeypatch.setattr(Cache, "_merge_index", lambda self: None)
+    kept = {}
+    merge = fts.merge
+    for name in ("as-is", "merging as FTS5's merge command would"):
         cache = open_cache(tmp_path / f"{name}.db")
+        with cache.conn:  # segments as small, here, as those of a million messages are to the whole
+            cache.conn.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('hashsize', 131072)")
         Ingestor(cache, IDENT, [tmp_path / "first"]).import_all(readers=0)
-        assert _segments(cache) == 1
-        with cache.conn:
-            cache.conn.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('hashsize', 16384)")
+        large = {r[0] for r in cache.conn.execute(  # merged ones: 80-110 pages against 10 (pgno is twice the page)
+            "SELECT segid FROM messages_fts_idx GROUP BY segid HAVING max(pgno) > 40")}
+        assert len(large) >= fts.FTS5_USERMERGE, large
+        if name != "as-is":
+            monkeypatch.setattr(fts, "merge", lambda conn, usermerge, pages: merge(conn, fts.FTS5_USERMERGE,
+                                                                                    pages=pages))
         Ingestor(cache, IDENT, [tmp_path / "later"]).import_all(readers=0)
         assert cache.counts()["messages"] == 3250
         cache.conn.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('integrity-check', 0)")
-        segments.append(_segments(cache))
-    assert segments[1] > 2 * fts.FTS5_AUTOMERGE and segments[0] < segments[1] / 2, segments
-    assert [h.key for h in cache.search("the", limit=10)] == [h.key for h in open_cache(
-        tmp_path / "as-is.db").search("the", limit=10)]
+        kept[name] = large <= {r[0] for r in cache.conn.execute("SELECT DISTINCT segid FROM messages_fts_idx")}
+    assert kept == {"as-is": True, "merging as FTS5's merge command would": False}, kept
+
+
+def test_an_imports_end_finishes_the_merge_automatic_merging_began(tmp_path):
+    """Automatic merging works a little after each write: a backfill can end with a level half merged, its old and
+    new segments both searched. ``finish_merging`` ends it, and begins none on a level of fewer than sixteen."""
+    from cxsync.cache import fts
+
+    cache = open_cache(tmp_path / "c.db")
+    with cache.conn:
+        cache.conn.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('automerge', 0)")
+        cache.conn.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('crisismerge', 2000)")
+
+    def segments(n: int) -> None:
+        for _ in range(n):  # a segment per transaction
+            with cache.conn:
+                first = int(cache.conn.execute("SELECT coalesce(max(rowid), 0) + 1 FROM messages_fts").fetchone()[0])
+                cache.conn.executemany("INSERT INTO messages_fts(rowid, content, idents) VALUES (?, ?, '')",
+                                       [(first + j, f"word{j} common text {first}") for j in range(300)])
+
+    segments(fts.BACKFILL_MERGE + 2)
+    assert _segments(cache) == fts.BACKFILL_MERGE + 2
+    with cache.conn:  # a merge of the level begun, a page of it written
+        assert fts.merge(cache.conn, fts.BACKFILL_MERGE, pages=1)
+    assert _segments(cache) == fts.BACKFILL_MERGE + 3  # the inputs all still there, and the output begun
+    cache.finish_merging()
+    assert _segments(cache) == 1
+    segments(fts.BACKFILL_MERGE - 1)
+    cache.finish_merging()
+    assert _segments(cache) == fts.BACKFILL_MERGE
+    cache.conn.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('integrity-check', 0)")
+    assert dict(cache.conn.execute("SELECT k, v FROM messages_fts_config WHERE k = 'usermerge'")) in (
+        {}, {"usermerge": fts.FTS5_USERMERGE})
+    assert cache.conn.execute("SELECT count(*) FROM messages_fts WHERE messages_fts MATCH 'common'").fetchone()[0] \
+        == 300 * (2 * fts.BACKFILL_MERGE + 1)
 
 
 def test_a_backfills_batches_open_no_savepoints(tmp_path, monkeypatch):

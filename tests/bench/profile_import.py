@@ -6,7 +6,7 @@ does not count).  A tool for work on the import rate, beside ``bench_import`` (w
     python -m tests.bench.profile_import --history /work/bench1m --messages 1000000 --page-cache 200
 
 ``--history``: a folder ``bench_import --history`` uses (the generated history is made there once and kept).
-``--page-cache`` (MB), ``--wal-autocheckpoint`` (pages) and ``--no-optimize`` change the import for one run, to see
+``--page-cache`` (MB), ``--wal-autocheckpoint`` (pages) and ``--no-merge`` change the import for one run, to see
 what a setting would give.  Prints; asserts nothing.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import resource
@@ -23,7 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import apsw
 
@@ -68,8 +69,19 @@ def _child(options: dict[str, Any], argv: list[str]) -> None:
     store.connect = profiled  # type: ignore[assignment]
     if options["page_cache"] is not None:
         ingest.IMPORT_PAGE_CACHE = int(options["page_cache"]) << 20
-    if options["no_optimize"]:
-        store.Cache.optimize_index = lambda self, **kw: False  # type: ignore[method-assign]
+    if options["no_merge"]:
+        from cxsync.cache import fts
+
+        tiered = fts.tiered
+
+        @contextlib.contextmanager
+        def unmerged(conn: apsw.Connection) -> Iterator[None]:
+            with tiered(conn):
+                fts._merging(conn, 0, 2000)  # set back by tiered, as its own settings
+                yield
+
+        fts.tiered = unmerged  # type: ignore[assignment]
+        store.Cache.finish_merging = lambda self: None  # type: ignore[method-assign]
 
     def report() -> None:
         me = resource.getrusage(resource.RUSAGE_SELF)
@@ -94,7 +106,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--page-cache", type=int, help="the importer's page cache, MB")
     ap.add_argument("--wal-autocheckpoint", type=int, help="pages after which a commit checkpoints")
-    ap.add_argument("--no-optimize", action="store_true", help="no FTS5 optimize (nor merge) at the end")
+    ap.add_argument("--no-merge", action="store_true", help="no FTS5 merging during the import nor at its end")
     args = ap.parse_args()
     from tests.bench.bench_import import _history
 
@@ -102,7 +114,7 @@ def main() -> None:
         work = Path(tmp)
         counts = _history(args.history, work / "claude", args.messages, args.seed)
         options = {"page_cache": args.page_cache, "wal_autocheckpoint": args.wal_autocheckpoint,
-                   "no_optimize": args.no_optimize}
+                   "no_merge": args.no_merge}
         env = {**os.environ, "CXSYNC_HOME": str(work / "cxhome")}
         t0 = time.perf_counter()
         proc = subprocess.run(
