@@ -103,7 +103,7 @@ def _read(tf: TranscriptFile, committed: int
             if _transform is not None:
                 e = _transform(e)
             payloads[e.event_id] = ev.seal(ev.serialize(e), dictionary)
-            light.append(_light(e, _lookup.records))
+            light.append(_light(e, _lookup))
             if e.type == ev.MESSAGE_INDEXED:
                 idents[e.event_id] = fts.idents(str(e.data.get("content") or ""))
         slices.append(Slice(light, sl.fstate, sl.end, sl.deleted))
@@ -111,15 +111,16 @@ def _read(tf: TranscriptFile, committed: int
     return tf, slices, payloads, idents, stats
 
 
-def _light(e: ev.ContextEvent, held: Mapping[str, tuple[str, str | None]]) -> ev.ContextEvent:
+def _light(e: ev.ContextEvent, lookup: Any) -> ev.ContextEvent:
     """What ``apply`` reads of an event whose payload is sealed already: a message without its verbatim lines, a
     record without its line but with the session the line names (``origin``, what apply would read of it).
-    ``held``: the lookup's records, (session, origin) by key, where the origins were read from the lines already
-    when the event was produced."""
+    ``lookup``: the reader's ``BackfillLookup``, whose records' origins were read from their lines already when
+    the event was produced."""
     from cxsync.cache.apply import origin_of_raw
 
     def origin(r: Mapping[str, Any]) -> str | None:
-        return held[r["key"]][1] if r.get("key") in held else origin_of_raw(r.get("raw"))
+        held, o = lookup.record_origin(r.get("key"))
+        return o if held else origin_of_raw(r.get("raw"))
 
     data = e.data
     if e.type == ev.MESSAGE_INDEXED and "records" in data:

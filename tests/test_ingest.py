@@ -315,11 +315,14 @@ def test_backfill_read_by_one_or_two_reader_processes_gives_the_same_cache(tmp_p
 
 
 def test_a_backfill_lookup_forgets_what_is_committed_and_the_cache_answers_for_it(tmp_path, claude_home):
-    """A reader keeps only what the writer has not committed: its memory does not grow with the history."""
+    """A reader keeps only what the writer has not committed: its memory does not grow with the history. What it
+    holds (compactly: most messages and records by their session alone) answers as the cache does once committed."""
     from cxsync.agent.ingest import BackfillLookup, IngestStats
 
-    for s in ("s-one", "s-two"):
-        T.write(T.session_file(claude_home, s), [T.user(s, f"hello {s}"), *T.assistant_lines(s, [T.text("a")])])
+    for s in ("s-one", "s-two"):  # a whole message, one split over two lines, and a record of no message
+        T.write(T.session_file(claude_home, s), [T.user(s, f"hello {s}"),
+                                                 *T.assistant_lines(s, [T.text("a"), T.text("b")]),
+                                                 {**T.env(s), "type": "system", "content": "compacted"}])
     cache = open_cache(tmp_path / "c.db")
     ing = Ingestor(cache, IDENT, [claude_home])
     files = sorted(ing.scan(), key=lambda f: str(f.path))
@@ -331,13 +334,25 @@ def test_a_backfill_lookup_forgets_what_is_committed_and_the_cache_answers_for_i
         produced.append(slices)
         lookup.next_file()
     keys = {e.data["key"] for sl in produced[0] for e in sl.events if e.type == ev.MESSAGE_INDEXED}
+    records = {r["key"] for sl in produced[0] for e in sl.events if e.type == ev.RECORDS_CAPTURED
+               for r in e.data["records"]}
     assert keys and keys <= set(lookup.held) and "s-one" in lookup.sessions
+
+    def answers():
+        return ({k: (m.session, m.parts, m.origin) for k, m in lookup.messages(keys).items()},
+                lookup.record_owners(records))
+
+    held = answers()
+    assert sorted(m[1] for m in held[0].values()) == [1, 2] and set(held[1]) == records
+    assert all(m[2] == "s-one" for m in held[0].values()) and set(held[1].values()) == {("s-one", "s-one")}
+    assert all(lookup.record_origin(k) == (True, "s-one") for k in records)
     for sl in produced[0]:  # the writer commits the first file only
         if sl.fstate is not None:
             cache.apply(sl.events, "local", files=[sl.fstate])
     lookup.forget(1)
     assert not keys & set(lookup.held) and "s-one" not in lookup.sessions
-    assert set(lookup.messages(keys)) == keys and lookup.session_known("s-one")  # from the cache now
+    assert answers() == held and lookup.session_known("s-one")  # from the cache now
+    assert all(lookup.record_origin(k) == (False, None) for k in records)
     second = {e.data["key"] for sl in produced[1] for e in sl.events if e.type == ev.MESSAGE_INDEXED}
     assert second <= set(lookup.held) and "s-two" in lookup.sessions  # not committed: still held
 
