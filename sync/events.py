@@ -9,8 +9,8 @@ zstandard level 3 — five times faster than zlib on these payloads at the same 
 read.  ``decode`` refuses versions it does not know with a clear error rather than guessing.
 
 Version 3 never leaves a cache: zstandard with a dictionary trained on that cache's own events (its frames name the
-dictionary's id).  Small frames of similar JSON compress twice as well with one, and faster.  A cache registers its
-dictionaries when it is opened; an event decoded from a version-3 payload hands ``encode`` a version-2 wire form
+dictionary's id), at level 2 (``DICT_LEVEL``).  Small frames of similar JSON compress twice as well with one, and
+faster.  A cache registers its dictionaries when it is opened; an event decoded from a version-3 payload hands ``encode`` a version-2 wire form
 of the same bytes, so nothing compressed with a dictionary ever reaches a log.
 """
 
@@ -65,6 +65,11 @@ def train_dictionary(samples: Sequence[bytes], size: int = DICTIONARY_SIZE) -> b
     return bytes(zstandard.train_dictionary(size, list(samples), dict_id=dict_id, level=3).as_bytes())
 
 
+# zstandard's level for version 3. At a million messages level 2 took a backfill's readers 3.6 s less CPU than
+# level 3 (84.8 s against 88.4 s, two imports run side by side) for a cache 1.6% larger (2.70 GB against 2.66 GB).
+DICT_LEVEL = 2
+
+
 def register_dictionary(data: bytes) -> int:
     """Make a dictionary usable by ``seal`` and ``decode`` in this process; returns its id."""
     d = zstandard.ZstdCompressionDict(bytes(data))
@@ -72,7 +77,7 @@ def register_dictionary(data: bytes) -> int:
     if dict_id == 0:
         raise CodecError("not a zstd dictionary (it has no id)")
     if dict_id not in _dictionaries:
-        d.precompute_compress(level=3)  # digested once, not at every frame: an eighth faster per event
+        d.precompute_compress(level=DICT_LEVEL)  # digested once, not at every frame: an eighth faster per event
     with _dictionaries_lock:
         _dictionaries.setdefault(dict_id, d)
     return dict_id
@@ -106,7 +111,7 @@ def _dict_zstd(dict_id: int) -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDe
         if d is None:
             raise CodecError(f"this event was compressed with dictionary {dict_id}, which this process has not"
                              " loaded: open its cache with cxsync.cache.open_cache")
-        pair = pairs[dict_id] = (zstandard.ZstdCompressor(level=3, dict_data=d),
+        pair = pairs[dict_id] = (zstandard.ZstdCompressor(level=DICT_LEVEL, dict_data=d),
                                  zstandard.ZstdDecompressor(dict_data=d))
     return pair
 _SHORT = {  # compact wire names, stable forever for codec version 1
