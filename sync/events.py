@@ -10,8 +10,8 @@ read.  ``decode`` refuses versions it does not know with a clear error rather th
 
 Version 3 never leaves a cache: zstandard with a dictionary trained on that cache's own events (its frames name the
 dictionary's id), at level 2 (``DICT_LEVEL``).  Small frames of similar JSON compress twice as well with one, and
-faster.  A cache registers its dictionaries when it is opened; an event decoded from a version-3 payload hands ``encode`` a version-2 wire form
-of the same bytes, so nothing compressed with a dictionary ever reaches a log.
+faster.  A cache registers its dictionaries when it is opened; an event decoded from a version-3 payload hands
+``encode`` a version-2 wire form of the same bytes, so nothing compressed with a dictionary ever reaches a log.
 """
 
 from __future__ import annotations
