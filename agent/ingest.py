@@ -154,7 +154,7 @@ class BackfillLookup(Lookup):
         self.sessions: set[str] = set()
         # Held until committed, so compact: most messages are whole and name their own session (their value is
         # then that session, one string for the file, not a Known), and so do most records (else the pair of
-        # the session and the session their line names). At a million messages 25% less of a reader's memory.
+        # the session and the session their line names): 444 bytes an event held instead of 548 (200 files).
         self.held: dict[str, str | Known] = {}
         self.records: dict[str, str | tuple[str, str | None]] = {}
         # What each file produced (by its number in this lookup's reading), so that what the writer has

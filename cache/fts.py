@@ -174,7 +174,7 @@ def merge(conn: apsw.Connection, usermerge: int, *, pages: int) -> bool:
     conn.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('usermerge', ?)", (usermerge,))
     changes = conn.total_changes()
     conn.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('merge', ?)", (pages,))
-    worked = conn.total_changes() - changes >= 2  # FTS5's sign that there was nothing to merge: fewer
+    worked = conn.total_changes() - changes >= 2  # fewer changes: FTS5's sign that there was nothing to merge
     conn.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('usermerge', ?)",
                  (int(before.get("usermerge", FTS5_USERMERGE)),))
     return worked
